@@ -1,0 +1,200 @@
+"""``spendmeter proxy``: runs mitmproxy with the metering addon, the status server and a fresh CA.
+
+At every start the proxy makes a new CA in a private directory (mode 0700) that only the proxy can read;
+it publishes the CA certificate as ``CA_DIR/ca.pem`` and the trust bundle (system CAs + that certificate) as
+``CA_DIR/ca-bundle.pem`` for the app containers. The CA key never leaves the private directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+import tempfile
+from pathlib import Path
+
+import certifi
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from spendmeter_proxy.addon import SpendMeter
+from spendmeter_proxy.identity import parse_identity
+from spendmeter_proxy.redirecting import ConnectTo
+from spendmeter_proxy.serving import StatusServer
+
+logger = logging.getLogger("spendmeter.proxy")
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=("transparent", "explicit"),
+        default="transparent",
+        help="transparent: iptables-redirected traffic; explicit: an HTTP CONNECT proxy",
+    )
+    parser.add_argument(
+        "--listen-host",
+        action="append",
+        default=None,
+        help="address to listen on (repeatable; default 127.0.0.1 and ::1)",
+    )
+    parser.add_argument("--listen-port", type=int, default=15001)
+    parser.add_argument("--metrics-host", default="", help="address of /metrics and /readyz (default: all)")
+    parser.add_argument("--metrics-port", type=int, default=9464)
+    parser.add_argument("--ca-dir", type=Path, required=True, help="where to write ca.pem and ca-bundle.pem")
+    parser.add_argument(
+        "--prices",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="PriceBook YAML merged over the built-in prices (repeatable, reloaded on change)",
+    )
+    parser.add_argument(
+        "--upstream-ca", type=Path, help="a CA trusted for upstream servers besides the system's"
+    )
+    parser.add_argument(
+        "--receipts", default="-", metavar="PATH|-", help="JSON receipt lines (default stdout)"
+    )
+    parser.add_argument(
+        "--llm-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]=PROVIDER[/API]",
+        help="an extra host to meter, e.g. a self-hosted gateway (repeatable)",
+    )
+    parser.add_argument(
+        "--connect-to",
+        action="append",
+        default=[],
+        metavar="HOST:PORT=ADDR:PORT",
+        help="connect to ADDR:PORT for HOST:PORT, keeping the TLS name (repeatable)",
+    )
+    parser.add_argument(
+        "--waste-window",
+        type=float,
+        default=600.0,
+        help="seconds within which a repeated call is a duplicate or a retry",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("SPENDMETER_LOG_LEVEL", "info"))
+
+
+def system_bundle() -> bytes:
+    """The system's trusted CAs (the distribution's bundle, else certifi's)."""
+    candidates = [ssl.get_default_verify_paths().cafile, *SYSTEM_BUNDLES, certifi.where()]
+    for path in candidates:
+        if path and os.path.isfile(path):
+            return Path(path).read_bytes()
+    return b""
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+def publish_ca(confdir: Path, ca_dir: Path) -> None:
+    """Writes the public CA certificate and the trust bundle; never the key."""
+    cert = (confdir / "mitmproxy-ca-cert.pem").read_bytes()
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    _write_public(ca_dir / "ca.pem", cert)
+    bundle = system_bundle().rstrip(b"\n") + b"\n" + cert
+    _write_public(ca_dir / "ca-bundle.pem", bundle)
+
+
+def upstream_trust(confdir: Path, extra: Path) -> Path:
+    """A trust file for upstream servers: certifi's and the system's CAs plus ``extra``."""
+    path = confdir / "upstream-trust.pem"
+    parts = [Path(certifi.where()).read_bytes(), system_bundle(), extra.read_bytes()]
+    path.write_bytes(b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n")
+    return path
+
+
+def modes(mode: str, hosts: list[str], port: int) -> list[str]:
+    kind = "transparent" if mode == "transparent" else "regular"
+    return [f"{kind}@{h}:{port}" for h in hosts]
+
+
+def ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def serve(args: argparse.Namespace) -> int:
+    disable_created_metrics()  # *_created series only double the scrape size
+    registry = CollectorRegistry()
+    identity = parse_identity(os.environ)
+    status = StatusServer(registry, args.metrics_host, args.metrics_port)
+    confdir = Path(tempfile.mkdtemp(prefix="spendmeter-ca-"))  # 0700: the CA key stays here
+    hosts = args.listen_host or (["127.0.0.1", "::1"] if ipv6_loopback() else ["127.0.0.1"])
+    opts = options.Options(
+        mode=modes(args.mode, hosts, args.listen_port),
+        confdir=str(confdir),
+    )
+    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+    meter = SpendMeter(registry, identity)
+    master.addons.add(meter, ConnectTo(), Ready(status, confdir, args.ca_dir))
+    opts.update(
+        spendmeter_llm_hosts=args.llm_host,
+        spendmeter_prices=[str(p) for p in args.prices],
+        spendmeter_receipts=args.receipts,
+        spendmeter_connect_to=args.connect_to,
+        spendmeter_waste_window=args.waste_window,
+        # Streams must reach the app as they arrive, and a 20 MB prompt must not be a problem.
+        stream_large_bodies="64m",
+        connection_strategy="lazy",
+    )
+    if args.upstream_ca:
+        opts.update(ssl_verify_upstream_trusted_ca=str(upstream_trust(confdir, args.upstream_ca)))
+    status.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, master.shutdown)
+    logger.info("spendmeter proxy (%s) on %s, metrics on :%d", args.mode, ", ".join(opts.mode), status.port)
+    try:
+        await master.run()
+    finally:
+        status.stop()
+    return 0
+
+
+class Ready:
+    """Publishes the CA and turns /readyz green once mitmproxy's servers listen."""
+
+    def __init__(self, status: StatusServer, confdir: Path, ca_dir: Path) -> None:
+        self.status, self.confdir, self.ca_dir = status, confdir, ca_dir
+
+    def running(self) -> None:
+        publish_ca(self.confdir, self.ca_dir)
+        self.status.ready.set()
+        logger.info("ready: CA bundle at %s", self.ca_dir / "ca-bundle.pem")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(serve(args))
+    except (ValueError, OSError) as e:
+        print(f"spendmeter proxy: {e}", file=sys.stderr)
+        return 1

@@ -54,10 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-dir", type=Path, required=True, help="where to write ca.pem and ca-bundle.pem")
     parser.add_argument(
         "--prices",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="FILE",
-        help="PriceBook YAML merged over the built-in prices (repeatable, reloaded on change)",
+        help="PriceBook YAML files merged in order over the built-in prices, reloaded when they change",
     )
     parser.add_argument(
         "--upstream-ca", type=Path, help="a CA trusted for upstream servers besides the system's"

@@ -137,7 +137,13 @@ class NetnsLab:
     kernel has IPv6).
     """
 
-    def __init__(self, hosts: Sequence[str] = PROVIDER_HOSTS, *, hosts_ipv6: bool = False) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[str] = PROVIDER_HOSTS,
+        *,
+        hosts_ipv6: bool = False,
+        addresses: Mapping[str, str] | None = None,
+    ) -> None:
         if UNAVAILABLE is not None:
             raise RuntimeError(f"network namespaces unavailable: {UNAVAILABLE}")
         suffix = f"{os.getpid()}-{secrets.token_hex(3)}"
@@ -145,6 +151,7 @@ class NetnsLab:
         self.provider = PROVIDER_PREFIX + suffix
         self.hosts = tuple(hosts)
         self.hosts_ipv6 = hosts_ipv6
+        self.addresses = dict(addresses or {})  # further names, each at its own address
         block = secrets.randbelow(SUBNET.num_addresses // 4)
         base = SUBNET.network_address + 4 * block
         self.pod_ip, self.provider_ip = str(base + 1), str(base + 2)
@@ -202,6 +209,7 @@ class NetnsLab:
             lines.append(f"{self.provider_ip} {names}")
             if self.hosts_ipv6 and self.ipv6:
                 lines.append(f"{self.provider_ip6} {names}")
+        lines += [f"{address} {name}" for name, address in self.addresses.items()]
         (etc / "hosts").write_text("\n".join(lines) + "\n")
 
     def add_address(self, ns: str, cidr: str) -> None:
@@ -215,11 +223,21 @@ class NetnsLab:
                 _ip("netns", "delete", ns, check=False)
             shutil.rmtree(ETC_NETNS_DIR / ns, ignore_errors=True)
 
-    def command(self, ns: str, argv: Sequence[str], user: int | None = None) -> list[str]:
-        """The argv that runs ``argv`` in namespace ``ns``, as ``user`` (a uid, its own gid, no groups)."""
+    def command(
+        self, ns: str, argv: Sequence[str], user: int | None = None, caps: Sequence[str] = ()
+    ) -> list[str]:
+        """The argv that runs ``argv`` in namespace ``ns``, as ``user`` (a uid, its own gid, no groups).
+
+        ``caps`` (e.g. ``("dac_read_search",)``) stay with the non-root ``user`` as inheritable and
+        ambient capabilities, so the program keeps them across exec.
+        """
         prefix = ["ip", "netns", "exec", ns]
         if user is not None:
-            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
+            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+            if caps:
+                wanted = ",".join(f"+{cap}" for cap in caps)
+                prefix += [f"--inh-caps={wanted}", f"--ambient-caps={wanted}"]
+            prefix.append("--")
         return [*prefix, *argv]
 
     def environment(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -234,6 +252,7 @@ class NetnsLab:
         argv: Sequence[str],
         user: int | None = None,
         env: Mapping[str, str] | None = None,
+        caps: Sequence[str] = (),
         **kwargs: Any,
     ) -> subprocess.Popen[str]:
         """Starts ``argv`` in namespace ``ns`` (text mode; pass stdout=..., stderr=... as for Popen).
@@ -241,7 +260,7 @@ class NetnsLab:
         ``ip netns exec`` bind-mounts ``/etc/netns/<ns>/*`` over ``/etc``: the pod sees the lab's hosts.
         """
         kwargs.setdefault("text", True)
-        return subprocess.Popen(self.command(ns, argv, user), env=self.environment(env), **kwargs)
+        return subprocess.Popen(self.command(ns, argv, user, caps), env=self.environment(env), **kwargs)
 
     def run(
         self,
@@ -252,10 +271,11 @@ class NetnsLab:
         input: str | None = None,
         timeout: float = 60.0,
         check: bool = False,
+        caps: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         """Runs ``argv`` in namespace ``ns`` to completion, capturing its output as text."""
         return subprocess.run(
-            self.command(ns, argv, user),
+            self.command(ns, argv, user, caps),
             env=self.environment(env),
             input=input,
             capture_output=True,

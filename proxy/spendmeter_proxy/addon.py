@@ -29,6 +29,8 @@ from prometheus_client import CollectorRegistry
 
 from spendmeter_proxy import parsing
 from spendmeter_proxy._content import ContentDecoder
+from spendmeter_proxy.blocking import Block, active_block, blocked_answer, load_blocks
+from spendmeter_proxy.errorshapes import family_of
 from spendmeter_proxy.identity import Identity
 from spendmeter_proxy.metrics import Metrics
 from spendmeter_proxy.pricewatching import PriceSource
@@ -38,6 +40,7 @@ from spendmeter_proxy.routes import HostTable, Route, parse_host_spec, route
 from spendmeter_proxy.streaming import PassThroughTap, UsageRewriteTap
 from spendmeter_proxy.usage import Reading
 from spendmeter_proxy.waste import Verdict, WasteDetector, call_digest, parse_retry_count
+from spendmeter_proxy.watching import WatchedFiles
 
 logger = logging.getLogger(__name__)
 
@@ -101,15 +104,18 @@ class SpendMeter:
         registry: CollectorRegistry,
         identity: Identity | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.identity = identity or Identity()
+        self.wallclock = wallclock
         self.metrics = Metrics(registry, self.identity.metric_labels())
         self.clock = clock
         self.hosts = HostTable()
         # Defaults hold until `configure` reports an option changed from its default.
         self.prices = PriceSource([])
+        self.blocks = self._budget_files([])
         self.receipts: ReceiptWriter | None = None
-        self._prices_checked = 0.0
+        self._config_checked = 0.0
         self.waste = WasteDetector()
         self._reported: set[str] = set()
 
@@ -132,6 +138,16 @@ class SpendMeter:
             """
             PriceBook YAML files merged in order over the built-in price table. Later files override
             earlier ones; the files are reloaded when they change (a ConfigMap update, for example).
+            """,
+        )
+        loader.add_option(
+            "spendmeter_budgets",
+            Sequence[str],
+            [],
+            """
+            Budget files written by the operator (budgets.yaml beside prices.yaml in the mounted
+            configuration). While a SpendBudget with action block covers this workload, new LLM calls are
+            answered with HTTP 429 in the provider's own error shape. Missing files mean no blocks.
             """,
         )
         loader.add_option(
@@ -162,12 +178,18 @@ class SpendMeter:
             self.hosts = HostTable(rules)
         if "spendmeter_prices" in updated:
             self.prices = PriceSource([Path(p) for p in ctx.options.spendmeter_prices])
+        if "spendmeter_budgets" in updated:
+            self.blocks = self._budget_files([Path(p) for p in ctx.options.spendmeter_budgets])
         if "spendmeter_receipts" in updated:
             if self.receipts is not None:
                 self.receipts.close()
             self.receipts = ReceiptWriter(ctx.options.spendmeter_receipts)
         if "spendmeter_waste_window" in updated:
             self.waste = WasteDetector(window=ctx.options.spendmeter_waste_window)
+
+    @staticmethod
+    def _budget_files(files: list[Path]) -> WatchedFiles[tuple[Block, ...]]:
+        return WatchedFiles(files, load_blocks, what="budget file", keeps="budget blocks", missing_ok=True)
 
     def running(self) -> None:
         if self.receipts is None:
@@ -222,6 +244,9 @@ class SpendMeter:
         r = route(rule.provider, req.method, req.path, body, dialect=rule.dialect)
         if r is None:
             return
+        self._reload_config()
+        if self.blocks.value and self._block(flow, r):
+            return
         now = self.clock()
         digest = call_digest(req.method, req.pretty_host, req.path, body)
         verdict = self.waste.classify(digest, parse_retry_count(req.headers), now)
@@ -233,6 +258,17 @@ class SpendMeter:
             and r.provider in USAGE_INJECTABLE
         ):
             call.injected_usage = self._ask_for_usage(req, body)
+
+    def _block(self, flow: http.HTTPFlow, r: Route) -> bool:
+        """Answers the call with a 429 when a budget blocks this workload; True when it did."""
+        now = self.wallclock()
+        block = active_block(self.blocks.value, self.identity, now)
+        if block is None:
+            return False
+        status, headers, body = blocked_answer(block, family_of(r.provider, r.api), now)
+        flow.response = http.Response.make(status, body, [(k.encode(), v.encode()) for k, v in headers])
+        self.metrics.blocked.labels(**self.metrics.workload, provider=r.provider).inc()
+        return True
 
     @staticmethod
     def _ask_for_usage(req: http.Request, body: bytes) -> bool:
@@ -324,7 +360,6 @@ class SpendMeter:
         model = reading.model or call.route.requested_model or "unknown"
         if reading.usage is None:
             return Outcome(reading, model, None, None, "no-usage")
-        self._reload_prices()
         price = self.prices.table.price(call.route.provider, model, reading.usage, reading.traffic_type)
         if price is None and reading.model and call.route.requested_model not in (None, reading.model):
             price = self.prices.table.price(
@@ -335,11 +370,13 @@ class SpendMeter:
             cost = Decimal(str(reading.reported_cost_usd))
         return Outcome(reading, model, price, cost, "priced" if cost is not None else "unpriced")
 
-    def _reload_prices(self) -> None:
+    def _reload_config(self) -> None:
+        """Picks up changed price and budget files, checking at most once a second."""
         now = self.clock()
-        if now - self._prices_checked >= 1.0:
-            self._prices_checked = now
+        if now - self._config_checked >= 1.0:
+            self._config_checked = now
             self.prices.reload_if_changed()
+            self.blocks.reload_if_changed()
 
     def _annotation(self, call: Call, reading: Reading) -> dict[str, object]:
         o = self._price(call, reading)

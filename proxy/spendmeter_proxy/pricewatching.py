@@ -9,10 +9,6 @@ mounted ConfigMap (``prices.yaml -> ..data/prices.yaml``, ``..data -> ..2024_01_
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,12 +17,9 @@ import orjson
 
 from spendmeter_proxy.pricebooks import PriceBook, parse_pricebook, parse_pricebook_documents
 from spendmeter_proxy.pricing import PriceTable
-
-logger = logging.getLogger(__name__)
+from spendmeter_proxy.watching import WatchedFiles
 
 BUILTIN_RESOURCE = "data/prices.json"
-
-_Stamp = tuple[str, int, int, int] | None
 
 
 def builtin_pricebooks_from(data: Mapping[str, object]) -> list[PriceBook]:
@@ -58,16 +51,7 @@ def load_pricebook_file(path: Path) -> list[PriceBook]:
     return parse_pricebook_documents(path.read_text(encoding="utf-8"), f"file:{path}")
 
 
-def _stamp(path: Path) -> _Stamp:
-    try:
-        real = os.path.realpath(path)
-        st = os.stat(real)
-    except OSError:
-        return None
-    return real, st.st_mtime_ns, st.st_size, st.st_ino
-
-
-class PriceSource:
+class PriceSource(WatchedFiles[PriceTable]):
     """The merged price table of the built-in books and ``files``, reloaded when a file changes.
 
     Raises ValueError at construction when a file is missing or invalid: a proxy must not start with
@@ -75,59 +59,15 @@ class PriceSource:
     """
 
     def __init__(self, files: Sequence[Path], builtin: Sequence[PriceBook] | None = None) -> None:
-        self.files: tuple[Path, ...] = tuple(Path(f) for f in files)
         self._builtin = tuple(load_builtin_pricebooks() if builtin is None else builtin)
-        self._stamps = [_stamp(f) for f in self.files]
-        missing = [str(f) for f, s in zip(self.files, self._stamps, strict=True) if s is None]
-        if missing:
-            raise ValueError(f"price file not found: {', '.join(missing)}")
-        try:
-            self.table: PriceTable = self._build()
-        except OSError as exc:
-            raise ValueError(f"cannot read price file: {exc}") from None
+        super().__init__(files, self._build, what="price file", keeps="prices")
 
-    def _build(self) -> PriceTable:
+    @property
+    def table(self) -> PriceTable:
+        return self.value
+
+    def _build(self, files: Sequence[Path]) -> PriceTable:
         books = list(self._builtin)
-        for path in self.files:
+        for path in files:
             books.extend(load_pricebook_file(path))
         return PriceTable(books)
-
-    def reload_if_changed(self) -> bool:
-        """Rebuild the table if a file changed; True when a new table is in use.
-
-        On an invalid or vanished file the last good table stays and the problem is logged once per change.
-        """
-        stamps = [_stamp(f) for f in self.files]
-        if stamps == self._stamps:
-            return False
-        self._stamps = stamps
-        missing = [str(f) for f, s in zip(self.files, stamps, strict=True) if s is None]
-        if missing:
-            logger.error("price file disappeared, keeping the last good prices: %s", ", ".join(missing))
-            return False
-        try:
-            table = self._build()
-        except (OSError, ValueError) as exc:
-            logger.error("price file change rejected, keeping the last good prices: %s", exc)
-            return False
-        self.table = table
-        logger.info("prices reloaded from %s", ", ".join(str(f) for f in self.files))
-        return True
-
-    async def watch(self, interval: float = 2.0) -> None:
-        """Check for changes every ``interval`` seconds until cancelled (run it as an asyncio task)."""
-        while True:
-            await asyncio.sleep(interval)
-            if [_stamp(f) for f in self.files] != self._stamps:
-                await asyncio.to_thread(self.reload_if_changed)
-
-    def watch_in_thread(self, interval: float = 2.0) -> threading.Event:
-        """Check for changes every ``interval`` seconds in a daemon thread; set the returned event to stop."""
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(interval):
-                self.reload_if_changed()
-
-        threading.Thread(target=loop, name="spendmeter-pricewatch", daemon=True).start()
-        return stop

@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PriceBook YAML files merged in order over the built-in prices, reloaded when they change",
     )
     parser.add_argument(
+        "--budgets",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="budget block files written by the operator (missing files: no blocks), reloaded when they change",
+    )
+    parser.add_argument(
         "--upstream-ca", type=Path, help="a CA trusted for upstream servers besides the system's"
     )
     parser.add_argument(
@@ -155,6 +163,7 @@ async def serve(args: argparse.Namespace) -> int:
     opts.update(
         spendmeter_llm_hosts=args.llm_host,
         spendmeter_prices=[str(p) for p in args.prices],
+        spendmeter_budgets=[str(p) for p in args.budgets],
         spendmeter_receipts=args.receipts,
         spendmeter_connect_to=args.connect_to,
         spendmeter_waste_window=args.waste_window,

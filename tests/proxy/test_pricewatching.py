@@ -79,7 +79,7 @@ def test_reload_keeps_the_last_good_table(
     assert source.reload_if_changed() is True
     assert cost(source) == Decimal("2")
 
-    caplog.set_level(logging.ERROR, logger="spendmeter_proxy.pricewatching")
+    caplog.set_level(logging.ERROR, logger="spendmeter_proxy.watching")
     rewrite(path, house_price("-2"))
     assert source.reload_if_changed() is False
     assert cost(source) == Decimal("2")
@@ -99,7 +99,7 @@ def test_a_file_that_disappears_keeps_the_last_good_table(
     path = tmp_path / "prices.yaml"
     path.write_text(house_price("1"))
     source = PriceSource([path], builtin=builtin)
-    caplog.set_level(logging.ERROR, logger="spendmeter_proxy.pricewatching")
+    caplog.set_level(logging.ERROR, logger="spendmeter_proxy.watching")
     path.unlink()
     assert source.reload_if_changed() is False
     assert cost(source) == Decimal("1")

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from spendmeter_proxy.errorshapes import error_body
 from spendmeter_proxy.standin.messages import Answer, Headers, Request
 
 OPENAI_MIN_CACHED_PREFIX = 1024  # tokens; OpenAI caches prompts from 1024 tokens in 128-token steps
@@ -373,44 +374,6 @@ def anthropic_messages(request: Request, caching: Caching) -> Answer:
 
 # --- errors -----------------------------------------------------------------------------------------
 
-_OPENAI_ERRORS = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("invalid_request_error", "unsupported_country_region_territory"),
-    404: ("invalid_request_error", "model_not_found"),
-    429: ("requests", "rate_limit_exceeded"),
-    500: ("server_error", None),
-    503: ("server_error", None),
-}
-_ANTHROPIC_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
-_GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-_BEDROCK_ERRORS = {
-    400: "ValidationException",
-    403: "AccessDeniedException",
-    404: "ResourceNotFoundException",
-    429: "ThrottlingException",
-    500: "InternalServerException",
-    503: "ServiceUnavailableException",
-}
-
 
 def api_family(host: str, route: str) -> str:
     """The error shape a host and path call for: openai, anthropic, google, bedrock, openrouter, cohere."""
@@ -429,28 +392,5 @@ def api_family(host: str, route: str) -> str:
 
 def error_answer(family: str, status: int, message: str, headers: Headers = ()) -> Answer:
     """An error response in the shape the provider family really uses (see the corpus README)."""
-    extra: Headers = ()
-    body: object
-    if family == "anthropic":
-        kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        digest = hashlib.sha256(message.encode()).hexdigest()[:24]
-        body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_" + digest}
-    elif family == "google":
-        reason = _GOOGLE_STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
-        body = {"error": {"code": status, "message": message, "status": reason}}
-    elif family == "bedrock":
-        kind = _BEDROCK_ERRORS.get(
-            status, "InternalServerException" if status >= 500 else "ValidationException"
-        )
-        body = {"message": message}
-        extra = (("x-amzn-errortype", f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),)
-    elif family == "openrouter":
-        body = {"error": {"code": status, "message": message, "metadata": {"provider_name": "stand-in"}}}
-    elif family == "cohere":
-        body = {"id": hashlib.sha256(message.encode()).hexdigest()[:32], "message": message}
-    else:
-        kind, code = _OPENAI_ERRORS.get(
-            status, ("server_error" if status >= 500 else "invalid_request_error", None)
-        )
-        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return Answer(status, _JSON + extra + headers, (_dumps(body),), source="error")
+    body, extra = error_body(family, status, message)
+    return Answer(status, _JSON + tuple(extra) + headers, (body,), source="error")

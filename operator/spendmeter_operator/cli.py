@@ -195,7 +195,6 @@ async def operate(args: argparse.Namespace) -> None:
     operator_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="spendmeter.io")
     operator_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="spendmeter.io")
     operator_settings.posting.enabled = False  # kopf's own per-handler events would be noise
-    operator_settings.peering.mandatory = not args.standalone
 
     ready = asyncio.Event()
     tasks = []
@@ -208,7 +207,7 @@ async def operate(args: argparse.Namespace) -> None:
             settings=operator_settings,
             clusterwide=True,
             standalone=args.standalone,
-            peering_name=args.peering,
+            peering_name=None if args.standalone else args.peering,
             priority=args.priority,
             ready_flag=ready,
         )

@@ -17,6 +17,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "init": ("spendmeter_proxy.initializing", "Write the pod's iptables redirect rules (v4 and v6)."),
     "demo": ("spendmeter_proxy.demo", "Run the whole path on this machine: proxy, provider stand-in, SDKs."),
     "operator": ("spendmeter_operator.cli", "Run the Kubernetes operator (admission webhook, PriceBooks)."),
+    "report": (
+        "spendmeter_operator.reporting",
+        "Report LLM spend over a period from Prometheus (table, CSV, JSON, FOCUS).",
+    ),
 }
 
 

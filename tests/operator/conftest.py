@@ -10,6 +10,7 @@ There is no kubelet: pods stay Pending, and what is tested is what the API serve
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import socket
@@ -94,7 +95,13 @@ def _log_tail(cp: ControlPlane, name: str) -> str:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     bin_dir = build_control_plane()
-    work = tmp_path_factory.mktemp("controlplane")
+    with running_control_plane(bin_dir, tmp_path_factory.mktemp("controlplane")) as cp:
+        yield cp
+
+
+@contextlib.contextmanager
+def running_control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager from ``bin_dir``, on loopback, until the block ends."""
     etcd_client, etcd_peer, api_port = free_port(), free_port(), free_port()
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -40,10 +40,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${SPENDMETER_S
     need=()
     command -v iptables >/dev/null 2>&1 || need+=(iptables)
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
+    { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
     if ((${#need[@]})); then
         echo "setup: apt-get install ${need[*]}"
         apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     fi
 fi
 echo "setup: ready (.venv: $(.venv/bin/python --version))"

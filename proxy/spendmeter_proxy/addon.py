@@ -342,7 +342,13 @@ class SpendMeter:
         call: Call | None = flow.metadata.get(META)
         if call is None or call.done:
             return
-        reading = call.tap.reading() if call.tap is not None else Reading()
+        tap, resp = call.tap, flow.response
+        if tap is not None and tap.complete and resp is not None:
+            # The app read the stream to its end marker and hung up before the last bytes (an SDK closing
+            # the response after [DONE]): a whole answer, not an error.
+            self._finish(flow, call, tap.reading(), resp.status_code)
+            return
+        reading = tap.reading() if tap is not None else Reading()
         reading.error = reading.error or (flow.error.msg if flow.error else "connection error")
         self._finish(flow, call, reading, None)
 

@@ -23,14 +23,10 @@ import orjson
 
 from spendmeter_proxy._content import ContentDecoder
 from spendmeter_proxy._sse import SSEDecoder, SSEEvent
+from spendmeter_proxy.parsing import StreamMeter
 from spendmeter_proxy.usage import Reading
 
 ErrorHook = Callable[[str, BaseException], None]
-
-
-class StreamMeter(Protocol):
-    def feed(self, data: bytes) -> None: ...
-    def reading(self) -> Reading: ...
 
 
 class EventMeter(StreamMeter, Protocol):
@@ -98,6 +94,10 @@ class PassThroughTap(_Tap):
     def reading(self) -> Reading:
         return self.meter.reading() if self.meter is not None else Reading()
 
+    @property
+    def complete(self) -> bool:
+        return self.meter is not None and self.meter.complete
+
 
 class UsageRewriteTap(_Tap):
     """Event-wise forwarding of an OpenAI-compatible chat stream (see the module docstring).
@@ -158,3 +158,7 @@ class UsageRewriteTap(_Tap):
 
     def reading(self) -> Reading:
         return self.meter.reading()
+
+    @property
+    def complete(self) -> bool:
+        return self.meter.complete

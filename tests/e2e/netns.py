@@ -134,7 +134,8 @@ class NetnsLab:
 
     Attributes after entry: ``pod`` and ``provider`` (namespace names), ``pod_ip``, ``provider_ip``,
     ``pod_ip6``, ``provider_ip6`` (address strings; set up only when ``ipv6`` is true, that is when the
-    kernel has IPv6).
+    kernel has IPv6). ``addresses`` maps further names to addresses of their own (give the provider
+    namespace such an address with `add_address`).
     """
 
     def __init__(

@@ -266,3 +266,39 @@ def test_exceptions_inside_hooks_are_counted_not_raised(meter) -> None:
     addon.responseheaders(f)
     addon.response(f)
     assert reg.get_sample_value("spendmeter_proxy_errors_total", {"kind": "response"}) == 1
+
+
+def test_app_hanging_up_after_the_end_marker_is_a_whole_answer(meter) -> None:
+    addon, reg, _, rpath = meter
+    f = make_flow({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    addon.request(f)
+    respond(f, 200, b"", content_type="text/event-stream")
+    addon.responseheaders(f)
+    f.response.stream(sse(CHUNK, USAGE_CHUNK))  # the whole stream, [DONE] included ...
+    f.error = tflow.terr("Client disconnected.")  # ... then the SDK closes before the body's last bytes
+    addon.error(f)
+    r = receipts(rpath)[0]
+    assert (r["status"], r["error"], r["input_tokens"]) == (200, None, 10)
+
+
+def test_app_hanging_up_mid_stream_is_an_error(meter) -> None:
+    addon, _, _, rpath = meter
+    f = make_flow({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    addon.request(f)
+    respond(f, 200, b"", content_type="text/event-stream")
+    addon.responseheaders(f)
+    f.response.stream(b"data: " + orjson.dumps(CHUNK) + b"\n\n")
+    f.error = tflow.terr("Client disconnected.")
+    addon.error(f)
+    r = receipts(rpath)[0]
+    assert r["status"] is None and r["error"] == "Client disconnected."
+
+
+def test_non_utf8_bytes_in_a_body_do_not_hide_its_usage(meter) -> None:
+    addon, _, _, _ = meter
+    f = make_flow(CHAT)
+    body = orjson.dumps(CHAT_ANSWER).replace(b'"hello"', b'"hel\xfflo"')
+    respond(f, 200, body)
+    call(addon, f)
+    assert f.response.raw_content == body
+    assert f.response.headers["x-spendmeter-input-tokens"] == "4020"

@@ -46,17 +46,25 @@ class Accumulator(Protocol):
 class StreamMeter(Protocol):
     """Meters a response body fed in pieces (split anywhere); `reading` may be called at any time."""
 
+    complete: bool  # the stream's own end marker was seen: the app got the whole answer
+
     def feed(self, data: bytes) -> None: ...
 
     def reading(self) -> Reading: ...
 
 
 def load_json(body: bytes) -> Any:
-    """Parse a JSON body, raising ValueError with a short message when it is not JSON."""
+    """Parse a JSON body, raising ValueError with a short message when it is not JSON.
+
+    Bytes that are not UTF-8 inside a string (a provider's bug) do not hide the usage beside them.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"response body is not JSON: {exc}") from exc
+        try:
+            return orjson.loads(body.decode("utf-8", errors="replace"))
+        except orjson.JSONDecodeError:
+            raise ValueError(f"response body is not JSON: {exc}") from exc
 
 
 def as_int(value: object) -> int:
@@ -103,26 +111,38 @@ def error_of(obj: object) -> str | None:
     return None
 
 
+# Events after which a stream has nothing more to say; ``complete`` tells that the app got the whole answer
+# even when the connection then ends abruptly (an SDK closing the response right after ``[DONE]``).
+TERMINAL_EVENTS = frozenset(
+    {"message_stop", "response.completed", "response.incomplete", "response.failed", "message-end"}
+)
+
+
 class SSEMeter:
     """An accumulator behind an SSE decoder; `on_event` takes events a caller already decoded."""
 
-    __slots__ = ("_acc", "_decoder")
+    __slots__ = ("_acc", "_decoder", "complete")
 
     def __init__(self, acc: Accumulator) -> None:
         self._acc = acc
         self._decoder = SSEDecoder()
+        self.complete = False
 
     def feed(self, data: bytes) -> None:
         for event in self._decoder.feed(data):
             self.on_event(event)
 
     def on_event(self, ev: SSEEvent) -> None:
+        if ev.event in TERMINAL_EVENTS or ev.data == "[DONE]":
+            self.complete = True
         if ev.comment_only or not ev.data or ev.data == "[DONE]":
             return
         try:
             obj = orjson.loads(ev.data)
         except orjson.JSONDecodeError:
             return
+        if isinstance(obj, dict) and obj.get("type") in TERMINAL_EVENTS:
+            self.complete = True
         self._acc.accept(ev.event, obj)
 
     def reading(self) -> Reading:
@@ -132,11 +152,12 @@ class SSEMeter:
 class LinesMeter:
     """An accumulator behind newline-delimited JSON (one object per line)."""
 
-    __slots__ = ("_acc", "_tail")
+    __slots__ = ("_acc", "_tail", "complete")
 
     def __init__(self, acc: Accumulator) -> None:
         self._acc = acc
         self._tail = b""
+        self.complete = False
 
     def feed(self, data: bytes) -> None:
         if b"\n" not in data:
@@ -155,6 +176,8 @@ class LinesMeter:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             return
+        if isinstance(obj, dict) and obj.get("type") in TERMINAL_EVENTS:
+            self.complete = True
         self._acc.accept(None, obj)
 
     def reading(self) -> Reading:
@@ -178,13 +201,14 @@ class EventStreamMeter:
     stops counting and keeps what it had.
     """
 
-    __slots__ = ("_acc", "_decoder", "_error", "_failed")
+    __slots__ = ("_acc", "_decoder", "_error", "_failed", "complete")
 
     def __init__(self, acc: Accumulator) -> None:
         self._acc = acc
         self._decoder = EventStreamDecoder()
         self._failed = False
         self._error: str | None = None
+        self.complete = False
 
     def feed(self, data: bytes) -> None:
         if self._failed:
@@ -205,6 +229,8 @@ class EventStreamMeter:
             self._error = kind if isinstance(kind, str) and kind else "error"
             return
         event_type = frame.headers.get(":event-type")
+        if event_type == "metadata" or b"amazon-bedrock-invocationMetrics" in frame.payload:
+            self.complete = True  # Converse's last frame; InvokeModel's last chunk carries the metrics
         try:
             obj = orjson.loads(frame.payload)
         except orjson.JSONDecodeError:
@@ -231,11 +257,12 @@ class BodyMeter:
     an empty reading.
     """
 
-    __slots__ = ("_chunks", "_new_acc")
+    __slots__ = ("_chunks", "_new_acc", "complete")
 
     def __init__(self, new_acc: Callable[[], Accumulator]) -> None:
         self._new_acc = new_acc
         self._chunks: list[bytes] = []
+        self.complete = False  # a JSON body has no end marker: only its end of message says it is whole
 
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)

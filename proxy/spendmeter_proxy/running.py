@@ -12,12 +12,10 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 import sys
 import tempfile
 from pathlib import Path
 
-import certifi
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -26,6 +24,7 @@ from spendmeter_proxy.addon import SpendMeter
 from spendmeter_proxy.identity import parse_identity
 from spendmeter_proxy.redirecting import ConnectTo
 from spendmeter_proxy.serving import StatusServer
+from spendmeter_proxy.trusting import publish_ca, upstream_trust
 
 logger = logging.getLogger("spendmeter.proxy")
 SYSTEM_BUNDLES = (
@@ -95,39 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds within which a repeated call is a duplicate or a retry",
     )
     parser.add_argument("--log-level", default=os.environ.get("SPENDMETER_LOG_LEVEL", "info"))
-
-
-def system_bundle() -> bytes:
-    """The system's trusted CAs (the distribution's bundle, else certifi's)."""
-    candidates = [ssl.get_default_verify_paths().cafile, *SYSTEM_BUNDLES, certifi.where()]
-    for path in candidates:
-        if path and os.path.isfile(path):
-            return Path(path).read_bytes()
-    return b""
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-
-
-def publish_ca(confdir: Path, ca_dir: Path) -> None:
-    """Writes the public CA certificate and the trust bundle; never the key."""
-    cert = (confdir / "mitmproxy-ca-cert.pem").read_bytes()
-    ca_dir.mkdir(parents=True, exist_ok=True)
-    _write_public(ca_dir / "ca.pem", cert)
-    bundle = system_bundle().rstrip(b"\n") + b"\n" + cert
-    _write_public(ca_dir / "ca-bundle.pem", bundle)
-
-
-def upstream_trust(confdir: Path, extra: Path) -> Path:
-    """A trust file for upstream servers: certifi's and the system's CAs plus ``extra``."""
-    path = confdir / "upstream-trust.pem"
-    parts = [Path(certifi.where()).read_bytes(), system_bundle(), extra.read_bytes()]
-    path.write_bytes(b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n")
-    return path
 
 
 def modes(mode: str, hosts: list[str], port: int) -> list[str]:

@@ -269,7 +269,7 @@ def test_exceptions_inside_hooks_are_counted_not_raised(meter) -> None:
 
 
 def test_app_hanging_up_after_the_end_marker_is_a_whole_answer(meter) -> None:
-    addon, reg, _, rpath = meter
+    addon, _, _, rpath = meter
     f = make_flow({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
     addon.request(f)
     respond(f, 200, b"", content_type="text/event-stream")

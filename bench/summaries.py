@@ -69,6 +69,9 @@ class Memory:
     def growth_since_start(self) -> float:
         return (self.after_soak - self.idle) / self.idle
 
+    def report(self) -> dict[str, object]:
+        return {**asdict(self), "growth": self.growth, "growth_since_start": self.growth_since_start}
+
 
 @dataclass(frozen=True)
 class Added:
@@ -85,7 +88,7 @@ def added(result: Latency | None, baseline: Latency | None) -> Added | None:
 
 
 @dataclass(frozen=True)
-class Target:
+class Goal:
     """One goal the run is judged against; ``passed`` is None when the run could not tell."""
 
     name: str
@@ -94,17 +97,17 @@ class Target:
     passed: bool | None
 
 
-def _ratio_target(name: str, mine: Added | None, theirs: Added | None, bound: float) -> Target:
+def _ratio_target(name: str, mine: Added | None, theirs: Added | None, bound: float) -> Goal:
     goal = f"<= {bound:g}x"
     if mine is None or theirs is None:
-        return Target(name, goal, "not measured", None)
+        return Goal(name, goal, "not measured", None)
     if theirs.p50_ms <= 0:
-        return Target(name, goal, f"{mine.p50_ms:.3f} ms vs {theirs.p50_ms:.3f} ms", None)
+        return Goal(name, goal, f"{mine.p50_ms:.3f} ms vs {theirs.p50_ms:.3f} ms", None)
     ratio = mine.p50_ms / theirs.p50_ms
-    return Target(name, goal, f"{ratio:.2f}x ({mine.p50_ms:.3f} / {theirs.p50_ms:.3f} ms)", ratio <= bound)
+    return Goal(name, goal, f"{ratio:.2f}x ({mine.p50_ms:.3f} / {theirs.p50_ms:.3f} ms)", ratio <= bound)
 
 
-def targets(results: Mapping[str, SetupResult], memory: Memory | None) -> list[Target]:
+def targets(results: Mapping[str, SetupResult], memory: Memory | None) -> list[Goal]:
     """The spendmeter targets: added p50 against bare mitmdump and LiteLLM, first chunk, memory."""
     base = results.get(BASELINE)
 
@@ -121,7 +124,7 @@ def targets(results: Mapping[str, SetupResult], memory: Memory | None) -> list[T
     found = [
         _ratio_target("added p50 vs bare mitmdump", mine, latency_added("mitmdump"), 1.15),
         _ratio_target("added p50 vs LiteLLM", mine, latency_added("litellm"), 0.5),
-        Target(
+        Goal(
             "first chunk added, p50",
             "<= 2 ms",
             f"{chunk.p50_ms:.3f} ms" if chunk else "not measured",
@@ -129,12 +132,12 @@ def targets(results: Mapping[str, SetupResult], memory: Memory | None) -> list[T
         ),
     ]
     if memory is None:
-        found.append(Target("RSS idle", "<= 90 MiB", "not measured", None))
-        found.append(Target("RSS growth", "<= 5%", "not measured", None))
+        found.append(Goal("RSS idle", "<= 90 MiB", "not measured", None))
+        found.append(Goal("RSS growth", "<= 5%", "not measured", None))
     else:
-        found.append(Target("RSS idle", "<= 90 MiB", f"{memory.idle / MIB:.1f} MiB", memory.idle <= 90 * MIB))
+        found.append(Goal("RSS idle", "<= 90 MiB", f"{memory.idle / MIB:.1f} MiB", memory.idle <= 90 * MIB))
         found.append(
-            Target(
+            Goal(
                 f"RSS growth over {memory.soak_requests:,} requests",
                 "<= 5%",
                 f"{memory.growth * 100:+.2f}% ({memory.before_soak / MIB:.1f} -> {memory.after_soak / MIB:.1f} MiB)",
@@ -179,7 +182,7 @@ def table(results: Mapping[str, SetupResult]) -> str:
     return "\n".join(lines)
 
 
-def targets_table(found: Sequence[Target]) -> str:
+def targets_table(found: Sequence[Goal]) -> str:
     lines = ["| target | goal | measured | result |", "|---|---|---|---|"]
     verdicts = {True: "pass", False: "FAIL", None: "n/a"}
     lines += [f"| {t.name} | {t.goal} | {t.measured} | {verdicts[t.passed]} |" for t in found]
@@ -195,3 +198,15 @@ def as_json(value: object) -> object:
     if hasattr(value, "__dataclass_fields__"):
         return as_json(asdict(value))  # type: ignore[call-overload]
     return value
+
+
+def parse_requests_total(metrics_text: str) -> int:
+    """The sum of ``spendmeter_requests_total`` over its series, from a Prometheus text scrape."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("spendmeter_requests_total{") or line.startswith("spendmeter_requests_total "):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError) as e:
+                raise ValueError(f"unreadable metrics line {line!r}") from e
+    return int(total)

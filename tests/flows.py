@@ -26,6 +26,7 @@ def make_flow(
     for k, v in (headers or {}).items():
         req.headers[k] = v
     f = tflow.tflow(req=req)
+    f.client_conn.sni = host  # what a TLS client sends for this host
     return f
 
 

@@ -234,7 +234,8 @@ class SpendMeter:
     @guarded("request")
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        rule = self.hosts.rule_for(req.pretty_host, req.port)
+        host = flow.client_conn.sni or req.pretty_host  # the TLS name is exact and cheap to read
+        rule = self.hosts.rule_for(host, req.port)
         if rule is None:
             return
         body = req.raw_content or b""
@@ -248,8 +249,8 @@ class SpendMeter:
         if self.blocks.value and self._block(flow, r):
             return
         now = self.clock()
-        digest = call_digest(req.method, req.pretty_host, req.path, body)
-        verdict = self.waste.classify(digest, parse_retry_count(req.headers), now)
+        digest = call_digest(req.method, host, req.path, body)
+        verdict = self.waste.classify(digest, parse_retry_count(req.headers.fields), now)
         call = Call(r, request_id=uuid.uuid4().hex, started=now, digest=digest, verdict=verdict)
         flow.metadata[META] = call
         if (
@@ -267,7 +268,7 @@ class SpendMeter:
             return False
         status, headers, body = blocked_answer(block, family_of(r.provider, r.api), now)
         flow.response = http.Response.make(status, body, [(k.encode(), v.encode()) for k, v in headers])
-        self.metrics.blocked.labels(**self.metrics.workload, provider=r.provider).inc()
+        self.metrics.observe_blocked(provider=r.provider)
         return True
 
     @staticmethod
@@ -475,17 +476,17 @@ class SpendMeter:
 
     @staticmethod
     def _add_headers(resp: http.Response, call: Call, o: Outcome) -> None:
-        h = resp.headers
+        """Adds the x-spendmeter-* headers (replacing any an upstream sent) in one pass over the fields."""
+        added = [("cost-status", o.cost_status), ("model", o.model), ("provider", call.route.provider),
+                 ("request-id", call.request_id)]  # fmt: skip
         if o.cost is not None:
-            h[HEADER_PREFIX + "cost-usd"] = format_usd(o.cost)
-        h[HEADER_PREFIX + "cost-status"] = o.cost_status
-        h[HEADER_PREFIX + "model"] = o.model
-        h[HEADER_PREFIX + "provider"] = call.route.provider
-        h[HEADER_PREFIX + "request-id"] = call.request_id
+            added.insert(0, ("cost-usd", format_usd(o.cost)))
         u = o.reading.usage
         if u is not None:
-            h[HEADER_PREFIX + "input-tokens"] = str(u.input_tokens)
-            h[HEADER_PREFIX + "output-tokens"] = str(u.output_tokens)
-            h[HEADER_PREFIX + "cached-input-tokens"] = str(u.cached_input_tokens)
-            h[HEADER_PREFIX + "cache-write-tokens"] = str(u.cache_write_tokens)
-            h[HEADER_PREFIX + "reasoning-tokens"] = str(u.reasoning_tokens)
+            added += [("input-tokens", str(u.input_tokens)), ("output-tokens", str(u.output_tokens)),
+                      ("cached-input-tokens", str(u.cached_input_tokens)),
+                      ("cache-write-tokens", str(u.cache_write_tokens)),
+                      ("reasoning-tokens", str(u.reasoning_tokens))]  # fmt: skip
+        prefix = HEADER_PREFIX.encode()
+        kept = tuple(f for f in resp.headers.fields if not f[0].lower().startswith(prefix))
+        resp.headers.fields = kept + tuple((prefix + k.encode(), v.encode()) for k, v in added)

@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -64,6 +65,8 @@ class Metrics:
         self, registry: CollectorRegistry, workload: Mapping[str, str], model_cap: int = 200
     ) -> None:
         self.workload = dict(workload)
+        self._wl_values = tuple(self.workload.values())
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # bounded: every label value is
         self.model = BoundedValues(model_cap)
         wl = list(self.workload)
 
@@ -121,8 +124,13 @@ class Metrics:
             registry=registry,
         )
 
-    def _wl(self, **labels: str) -> dict[str, str]:
-        return {**self.workload, **labels}
+    def _child(self, metric: Any, *values: str) -> Any:
+        """The series of ``metric`` for these label values (after the workload's), looked up once."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*self._wl_values, *values)
+        return child
 
     def observe_call(
         self,
@@ -138,30 +146,25 @@ class Metrics:
         ttft_s: float | None,
     ) -> None:
         """Record one finished LLM call."""
-        self.requests.labels(
-            **self._wl(provider=provider, operation=operation, model=model, status=status)
-        ).inc()
+        self._child(self.requests, provider, operation, model, status).inc()
         if usage is not None:
             for kind, count in usage.by_type().items():
                 if count:
-                    self.tokens.labels(**self._wl(provider=provider, model=model, type=kind)).inc(count)
+                    self._child(self.tokens, provider, model, kind).inc(count)
             if cost_usd is None:
-                self.unpriced.labels(**self._wl(provider=provider, model=model)).inc()
+                self._child(self.unpriced, provider, model).inc()
         if cost_usd:
-            self.cost.labels(**self._wl(provider=provider, model=model)).inc(cost_usd)
+            self._child(self.cost, provider, model).inc(cost_usd)
         if duration_s is not None:
-            self.duration.labels(
-                **self._wl(provider=provider, model=model, stream=str(stream).lower())
-            ).observe(duration_s)
+            self._child(self.duration, provider, model, "true" if stream else "false").observe(duration_s)
         if ttft_s is not None:
-            self.ttft.labels(**self._wl(provider=provider, model=model)).observe(ttft_s)
+            self._child(self.ttft, provider, model).observe(ttft_s)
 
     def observe_waste(self, *, provider: str, model: str, reason: str, cost_usd: float) -> None:
-        self.wasted.labels(**self._wl(provider=provider, model=model, reason=reason)).inc(cost_usd)
+        self._child(self.wasted, provider, model, reason).inc(cost_usd)
 
     def observe_retry(self, *, provider: str, model: str) -> None:
-        self.retries.labels(**self._wl(provider=provider, model=model)).inc()
+        self._child(self.retries, provider, model).inc()
 
-    def touch(self, *, provider: str, model: str) -> None:
-        """Create the zero-valued cost series of a model, so rates and sums see it from its first call."""
-        self.cost.labels(**self._wl(provider=provider, model=model))
+    def observe_blocked(self, *, provider: str) -> None:
+        self._child(self.blocked, provider).inc()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import IO
 
 import orjson
@@ -49,7 +49,7 @@ class Receipt:
     pod: str
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson serializes dataclasses natively, far faster than asdict()
 
 
 class ReceiptWriter:

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from mitmproxy import options
-from mitmproxy.tools.dump import DumpMaster
+from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from spendmeter_proxy.addon import SpendMeter
@@ -123,7 +124,17 @@ async def serve(args: argparse.Namespace) -> int:
         mode=modes(args.mode, hosts, args.listen_port),
         confdir=str(confdir),
     )
-    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+    master = Master(opts)
+    # Only the addons a metering proxy needs: every addon is offered every event, so mitmproxy's full
+    # default set (playback, scripting, onboarding at mitm.it, ...) would cost time on every call.
+    master.addons.add(
+        core.Core(),
+        disable_h2c.DisableH2C(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        errorcheck.ErrorCheck(),
+    )
     meter = SpendMeter(registry, identity)
     master.addons.add(meter, ConnectTo(), Ready(status, confdir, args.ca_dir))
     opts.update(

@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+_ZERO = Decimal(0)
 RETRY_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
+_RETRY_HEADERS = frozenset(h.encode() for h in RETRY_HEADERS)
 
 
 def call_digest(method: str, host: str, path: str, body: bytes) -> bytes:
@@ -32,11 +34,10 @@ def call_digest(method: str, host: str, path: str, body: bytes) -> bytes:
     return h.digest()
 
 
-def parse_retry_count(headers: Mapping[str, str]) -> int:
-    """The retry attempt an SDK announces in its headers (0 when none or unreadable)."""
-    for name in RETRY_HEADERS:
-        value = headers.get(name)
-        if value is not None:
+def parse_retry_count(fields: Iterable[tuple[bytes, bytes]]) -> int:
+    """The retry attempt an SDK announces in its headers (raw name/value pairs); 0 when none or unreadable."""
+    for name, value in fields:
+        if name.lower() in _RETRY_HEADERS:
             try:
                 return max(0, int(value.strip()))
             except ValueError:
@@ -52,20 +53,14 @@ class Verdict:
     failed_cost_usd: Decimal = Decimal(0)
 
 
-@dataclass(slots=True)
-class _Entry:
-    at: float
-    succeeded: bool
-    failed_cost: Decimal
-
-
 class WasteDetector:
     """Remembers recent call digests and their outcomes; at most ``capacity`` of them, for ``window`` seconds."""
 
     def __init__(self, window: float = 600.0, capacity: int = 20_000) -> None:
         self.window = window
         self.capacity = capacity
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        # digest -> (time, what the failed attempts cost, or None after a success); tuples keep it small
+        self._entries: OrderedDict[bytes, tuple[float, Decimal | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -78,28 +73,29 @@ class WasteDetector:
             entry = self._entries.get(digest)
             if entry is None:
                 return Verdict(retry=retry_count > 0)
-            if entry.succeeded and retry_count == 0:
-                return Verdict(duplicate=True)
-            failed_cost = entry.failed_cost
-            if not entry.succeeded:
-                entry.failed_cost = Decimal(0)  # charged to this retry; never twice
+            at, failed_cost = entry
+            if failed_cost is None:
+                return Verdict(duplicate=True) if retry_count == 0 else Verdict(retry=True)
+            if failed_cost:
+                self._entries[digest] = (at, _ZERO)  # charged to this retry; never twice
             return Verdict(retry=True, failed_cost_usd=failed_cost)
 
     def record(self, digest: bytes, succeeded: bool, cost_usd: Decimal | None, now: float) -> None:
         """Remember how a call ended: success, or failure with what it cost anyway."""
         with self._lock:
             entry = self._entries.pop(digest, None)
-            failed_cost = Decimal(0) if succeeded else (cost_usd or Decimal(0))
-            if entry is not None and not succeeded:
-                failed_cost += entry.failed_cost
-            self._entries[digest] = _Entry(now, succeeded, failed_cost)
+            failed_cost: Decimal | None = None
+            if not succeeded:
+                earlier = entry[1] if entry is not None else None
+                failed_cost = (cost_usd or _ZERO) + (earlier or _ZERO)
+            self._entries[digest] = (now, failed_cost)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         cutoff = now - self.window
         while self._entries:
-            digest, entry = next(iter(self._entries.items()))
-            if entry.at >= cutoff:
+            digest, (at, _) = next(iter(self._entries.items()))
+            if at >= cutoff:
                 break
             del self._entries[digest]

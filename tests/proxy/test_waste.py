@@ -68,7 +68,9 @@ def test_memory_is_bounded() -> None:
 
 
 def test_retry_count_header() -> None:
-    assert parse_retry_count({"x-stainless-retry-count": "2"}) == 2
-    assert parse_retry_count({"x-stainless-retry-count": "0"}) == 0
-    assert parse_retry_count({"x-stainless-retry-count": "nope"}) == 0
-    assert parse_retry_count({}) == 0
+    assert (
+        parse_retry_count([(b"content-type", b"application/json"), (b"X-Stainless-Retry-Count", b"2")]) == 2
+    )
+    assert parse_retry_count([(b"x-stainless-retry-count", b"0")]) == 0
+    assert parse_retry_count([(b"x-stainless-retry-count", b"nope")]) == 0
+    assert parse_retry_count([]) == 0

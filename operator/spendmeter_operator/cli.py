@@ -1,4 +1,5 @@
-"""``spendmeter operator``: run the operator (admission webhook, PriceBook prices, health endpoints).
+"""``spendmeter operator``: run the operator (admission webhook, PriceBook prices, SpendBudgets, health
+endpoints and the budgets' metrics).
 
 The chart passes the injection defaults as options; each pod's ``spendmeter.io/*`` annotations override
 them. Replicas elect one leader through kopf peering (a ClusterKopfPeering named by ``--peering``); every
@@ -9,17 +10,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import kopf
 import kubernetes
+import prometheus_client
 from spendmeter_proxy import rules
 
-from spendmeter_operator import handlers, options, serving, webhooks
+from spendmeter_operator import handlers, options, serving, watching, webhooks
 from spendmeter_operator.cluster import Cluster
+from spendmeter_operator.metrics import BudgetMetrics
 
 
 def _argument[T](parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -51,6 +56,17 @@ def parse_service(text: str) -> tuple[str, int]:
     if not name:
         raise ValueError(f"a service is NAME[:PORT] (got {text!r})")
     return name, int(port) if port else 443
+
+
+def parse_interval(text: str) -> float:
+    """A number of seconds, at least 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of seconds (got {text!r})") from None
+    if not value >= 1:
+        raise ValueError(f"an interval is at least 1 second (got {text!r})")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +145,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="leave the MutatingWebhookConfiguration to the chart",
     )
+    budget = parser.add_argument_group("SpendBudgets")
+    budget.add_argument(
+        "--prometheus-url",
+        default=env("SPENDMETER_PROMETHEUS_URL"),
+        help="Prometheus's HTTP API, where budgets read spend (without it budgets are not evaluated)",
+    )
+    budget.add_argument(
+        "--budget-interval",
+        type=_argument(parse_interval),
+        default=60.0,
+        metavar="SECONDS",
+        help="time between two evaluations of a budget (default: %(default)s)",
+    )
     run_group = parser.add_argument_group("running")
     run_group.add_argument("--health-port", type=int, default=8080, help="/healthz and /readyz (0: none)")
     run_group.add_argument(
@@ -153,10 +182,15 @@ def settings_from(args: argparse.Namespace) -> handlers.Settings:
         prices_configmap=args.prices_configmap,
         cost_labels=dict(args.cost_label),
     )
-    return handlers.Settings(defaults=defaults, namespace=args.namespace)
+    return handlers.Settings(
+        defaults=defaults,
+        namespace=args.namespace,
+        prometheus_url=args.prometheus_url or None,
+        budget_interval=args.budget_interval,
+    )
 
 
-def _api_client() -> object:
+def _api_client() -> Any:
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
@@ -166,9 +200,13 @@ def _api_client() -> object:
 
 async def operate(args: argparse.Namespace) -> None:
     settings = settings_from(args)
-    cluster = Cluster(_api_client())
+    api_client = _api_client()
+    cluster = Cluster(api_client)
+    namespace_labels = watching.NamespaceLabels(api_client, cluster.namespace_labels)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, cluster, settings)
+    metrics_registry = prometheus_client.CollectorRegistry()
+    metrics = BudgetMetrics(metrics_registry)
+    handlers.register(registry, cluster, settings, namespace_labels.get, metrics)
 
     host = args.webhook_host or (
         "127.0.0.1" if args.webhook_listen in ("0.0.0.0", "") else args.webhook_listen
@@ -194,13 +232,23 @@ async def operate(args: argparse.Namespace) -> None:
     operator_settings.admission.managed = None
     operator_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="spendmeter.io")
     operator_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="spendmeter.io")
+    operator_settings.persistence.finalizer = "spendmeter.io/finalizer"  # kopf's, while a budget's timer runs
     operator_settings.posting.enabled = False  # kopf's own per-handler events would be noise
+    operator_settings.batching.idle_timeout = 0.5  # a per-object worker need not outlive its event long
+    # Watch only the objects the handlers are about (server-side), not every pod and ConfigMap of the cluster.
+    for resource, labels in handlers.WATCHED_LABELS.items():
+        operator_settings.watching.label_selectors[resource] = ",".join(f"{k}={v}" for k, v in labels.items())
 
+    namespace_labels.start()
+    gc.collect()
+    gc.freeze()  # the long-lived objects of start-up (modules, clients) leave the collector's generations
     ready = asyncio.Event()
     tasks = []
     if args.health_port:
         is_ready = lambda: ready.is_set() and webhook_server.serving.is_set()  # noqa: E731
-        tasks.append(asyncio.create_task(serving.serve_health("0.0.0.0", args.health_port, is_ready)))
+        tasks.append(
+            asyncio.create_task(serving.serve_health("0.0.0.0", args.health_port, is_ready, metrics_registry))
+        )
     try:
         await kopf.operator(
             registry=registry,
@@ -212,6 +260,7 @@ async def operate(args: argparse.Namespace) -> None:
             ready_flag=ready,
         )
     finally:
+        namespace_labels.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,20 +1,27 @@
 """Reading and writing the cluster: the few Kubernetes API calls the operator makes besides kopf's own.
 
 The official client is synchronous, so each call runs in a worker thread. Every method returns plain
-dicts (the API's JSON) so that the pure modules never see client classes.
+dicts (the API's JSON) so that the pure modules never see client classes. The owners of ReplicaSets and
+Jobs, which the injection asks for at every pod creation, are remembered for a few minutes (a ReplicaSet's
+Deployment does not change), so a rollout's pods cost one lookup, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kubernetes
 
 PRICEBOOKS = ("spendmeter.io", "v1alpha1", "pricebooks")
+SPENDBUDGETS = ("spendmeter.io", "v1alpha1", "spendbudgets")
 _OWNER_READERS = {"ReplicaSet": "read_namespaced_replica_set", "Job": "read_namespaced_job"}
+OWNERS_KEPT = 2048  # entries
+OWNERS_TTL = 300.0  # seconds
 
 
 class Cluster:
@@ -25,6 +32,7 @@ class Cluster:
         self._batch = kubernetes.client.BatchV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._admission = kubernetes.client.AdmissionregistrationV1Api(api_client)
+        self._owners: OrderedDict[tuple[str, str, str], tuple[float, list[dict[str, Any]]]] = OrderedDict()
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         result = await asyncio.to_thread(fn, *args, **kwargs)
@@ -41,12 +49,21 @@ class Cluster:
 
     async def owners(self, kind: str, namespace: str, name: str) -> Sequence[Mapping[str, Any]] | None:
         """The owner references of a ReplicaSet or Job, or None when it cannot be read."""
+        key = (kind, namespace, name)
+        kept = self._owners.get(key)
+        if kept is not None and time.monotonic() - kept[0] < OWNERS_TTL:
+            return kept[1]
         api = self._apps if kind == "ReplicaSet" else self._batch
         try:
             obj = await self._call(getattr(api, _OWNER_READERS[kind]), name, namespace)
         except (kubernetes.client.ApiException, KeyError):
             return None
-        return list((obj.get("metadata") or {}).get("ownerReferences") or [])
+        owners = list((obj.get("metadata") or {}).get("ownerReferences") or [])
+        self._owners[key] = (time.monotonic(), owners)
+        self._owners.move_to_end(key)
+        while len(self._owners) > OWNERS_KEPT:
+            self._owners.popitem(last=False)
+        return owners
 
     async def warn(self, involved: Mapping[str, str], reason: str, message: str) -> None:
         """A Warning event about ``involved`` (kind, apiVersion, name, namespace)."""
@@ -66,6 +83,10 @@ class Cluster:
 
     async def pricebooks(self) -> list[dict[str, Any]]:
         result = await self._call(self._custom.list_cluster_custom_object, *PRICEBOOKS)
+        return list(result.get("items") or [])
+
+    async def spendbudgets(self) -> list[dict[str, Any]]:
+        result = await self._call(self._custom.list_cluster_custom_object, *SPENDBUDGETS)
         return list(result.get("items") or [])
 
     async def patch_pricebook_status(self, name: str, status: Mapping[str, Any]) -> None:

@@ -1,12 +1,16 @@
-"""The kopf handlers: the pod injection webhook and the PriceBook -> ConfigMap reconciliation.
+"""The kopf handlers: the pod injection webhook, the per-namespace ConfigMap of the sidecars'
+configuration (PriceBooks -> ``prices.yaml``, SpendBudget blocks -> ``budgets.yaml``), and the evaluation
+of SpendBudgets on a timer.
 
 `register` adds them to the registry it is given (never kopf's global one), bound to one `Cluster` and
 one `Settings`, so tests and the benchmark can run several operators in one process.
 
-Prices: every change to a PriceBook, to an injected pod's existence or to one of the operator's ConfigMaps
-triggers one reconciliation, which reads the cluster as it is (the books, the namespaces with injected pods,
-the existing ConfigMaps), then writes the differences. Runs that would overlap are merged into one.
-Handlers only run while this replica leads (kopf peering), so two replicas never both write.
+ConfigMaps: every change to a PriceBook, to an injected pod's existence, to one of the operator's
+ConfigMaps or to the blocks in force triggers one reconciliation, which reads the cluster as it is (the
+books, the namespaces with injected pods, the existing ConfigMaps), then writes the differences. Runs that
+would overlap are merged into one. Every namespace with injected pods gets the ConfigMap, with no book
+and no block as well, so the sidecars always find both files. Handlers only run while this replica leads
+(kopf peering), so two replicas never both write.
 """
 
 from __future__ import annotations
@@ -19,30 +23,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from prometheus_client import CollectorRegistry
 
-from spendmeter_operator import mutation, options, prices, webhooks, workloads
+from spendmeter_operator import budgets, conditions, mutation, options, prices, webhooks, workloads
+from spendmeter_operator.budgeting import BudgetEvaluator
 from spendmeter_operator.cluster import Cluster
+from spendmeter_operator.metrics import BudgetMetrics
+from spendmeter_operator.querying import Prometheus
+from spendmeter_operator.watching import LabelsFetcher
 
 logger = logging.getLogger(__name__)
+
+
+INJECTED_PODS = {options.INJECTED_LABEL: "true"}
+WATCHED_LABELS: dict[tuple[str, str], Mapping[str, str]] = {
+    ("v1", "pods"): INJECTED_PODS,
+    ("v1", "configmaps"): prices.MANAGED_LABELS,
+}
+"""The labels of the only pods and ConfigMaps the handlers are about: the operator tells kopf to watch
+just these (a server-side label selector), so pod creations elsewhere in the cluster cost it nothing."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     defaults: options.Options = field(default_factory=options.Options)
     namespace: str = "spendmeter-system"  # the operator's own, never injected
+    prometheus_url: str | None = None  # where SpendBudgets read spend; None: they are not evaluated
+    budget_interval: float = 60.0  # seconds between two evaluations of a SpendBudget
 
     @property
     def skip_namespaces(self) -> frozenset[str]:
         return frozenset({self.namespace, "kube-system"})
 
 
-class PriceReconciler:
-    """Keeps one ConfigMap of the effective prices in each namespace with injected pods, and no other."""
+class ConfigReconciler:
+    """Keeps one ConfigMap of the effective prices and the namespace's budget blocks in each namespace
+    with injected pods, and no other."""
 
     def __init__(self, cluster: Cluster, configmap_name: str) -> None:
         self.cluster = cluster
         self.configmap_name = configmap_name
         self.last_good: dict[str, Mapping[str, Any]] = {}
+        self.blocks: dict[str, dict[str, Mapping[str, Any]]] = {}  # namespace -> budget -> block entry
         self.namespaces: set[str] = set()  # where the ConfigMap was last written
         self._restored = False
         self._lock = asyncio.Lock()
@@ -59,17 +81,44 @@ class PriceReconciler:
                 self._pending = False
                 await self._reconcile()
 
+    def set_block(self, namespace: str, budget: str, entry: Mapping[str, Any] | None) -> bool:
+        """Put (or with None, lift) a budget's block; True when that changes what the sidecars read. The
+        spend it names is the one when the block began: a block that only saw more spend is left as is."""
+        blocks = self.blocks.setdefault(namespace, {})
+        current = blocks.get(budget)
+        if entry is None:
+            return blocks.pop(budget, None) is not None
+        if current is not None and {**current, "spentUsd": None} == {**entry, "spentUsd": None}:
+            return False
+        blocks[budget] = dict(entry)
+        return True
+
+    def _restore(self, existing: Mapping[str, Mapping[str, Any]], budget_names: set[str]) -> None:
+        """After a restart, the files in force hold the last valid books and the blocks (of budgets that
+        still exist) until their budgets are evaluated again."""
+        for namespace, cm in existing.items():
+            data = cm.get("data") or {}
+            for name, spec in prices.parse_rendered(data.get(prices.CONFIGMAP_KEY, "")).items():
+                self.last_good.setdefault(name, spec)
+            try:
+                entries = budgets.parse_rendered_blocks(data.get(budgets.BLOCKS_KEY, ""), namespace)
+            except ValueError as exc:
+                logger.warning(
+                    "Ignoring the blocks in ConfigMap %s/%s: %s", namespace, self.configmap_name, exc
+                )
+                continue
+            for entry in entries:
+                if str(entry["budget"]) in budget_names:
+                    self.blocks.setdefault(namespace, {}).setdefault(str(entry["budget"]), entry)
+
     async def _reconcile(self) -> None:
         existing = {
             cm["metadata"]["namespace"]: cm
             for cm in await self.cluster.configmaps(prices.MANAGED_LABELS)
             if cm["metadata"]["name"] == self.configmap_name
         }
-        if not self._restored:  # after a restart, the file in force holds the last valid books
-            for cm in existing.values():
-                text = (cm.get("data") or {}).get(prices.CONFIGMAP_KEY, "")
-                for name, spec in prices.parse_rendered(text).items():
-                    self.last_good.setdefault(name, spec)
+        if not self._restored:
+            self._restore(existing, {budgets.parse_key(b) for b in await self.cluster.spendbudgets()})
             self._restored = True
         bodies = await self.cluster.pricebooks()
         books = [prices.Book.from_body(b) for b in bodies]
@@ -81,12 +130,19 @@ class PriceReconciler:
 
         text = prices.render(result.specs)
         wanted = await self.cluster.injected_namespaces(options.INJECTED_LABEL)
+        now = datetime.datetime.now(datetime.UTC)
         for namespace in sorted(wanted):
             current = existing.get(namespace)
-            if current is None or (current.get("data") or {}).get(prices.CONFIGMAP_KEY) != text:
-                body = prices.configmap(self.configmap_name, namespace, text)
+            blocks = budgets.render_blocks((self.blocks.get(namespace) or {}).values(), now)
+            data = {prices.CONFIGMAP_KEY: text, budgets.BLOCKS_KEY: blocks}
+            if current is None or (current.get("data") or {}) != data:
+                body = prices.configmap(self.configmap_name, namespace, data)
                 await self.cluster.apply_configmap(body, exists=current is not None)
-                logger.info("Prices written to ConfigMap %s/%s.", namespace, self.configmap_name)
+                logger.info(
+                    "Prices written to ConfigMap %s/%s (with its budget blocks).",
+                    namespace,
+                    self.configmap_name,
+                )
         for namespace in sorted(existing.keys() - wanted):
             await self.cluster.delete_configmap(namespace, self.configmap_name)
             logger.info("Prices removed from namespace %s: it has no injected pods.", namespace)
@@ -98,21 +154,32 @@ class PriceReconciler:
         for body in bodies:
             book = prices.Book.from_body(body)
             error = result.errors.get(book.name)
-            new = prices.condition(error, book.name in in_force, book.generation, now)
-            conditions = (body.get("status") or {}).get("conditions") or ()
-            old: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
-            if all(old.get(k) == new[k] for k in ("status", "reason", "message", "observedGeneration")):
+            new = [prices.condition(error, book.name in in_force, book.generation, now)]
+            old = (body.get("status") or {}).get("conditions") or ()
+            if conditions.unchanged(old, new):
                 continue
-            if old.get("status") == new["status"]:
-                new["lastTransitionTime"] = old.get("lastTransitionTime", new["lastTransitionTime"])
-            await self.cluster.patch_pricebook_status(book.name, {"conditions": [new]})
+            await self.cluster.patch_pricebook_status(book.name, {"conditions": conditions.settled(old, new)})
             if error is not None:
                 logger.warning("PriceBook %s is invalid: %s", book.name, error)
 
 
-def register(registry: kopf.OperatorRegistry, cluster: Cluster, settings: Settings) -> PriceReconciler:
-    """Add the operator's handlers to ``registry``; returns the price reconciler they share."""
-    reconciler = PriceReconciler(cluster, settings.defaults.prices_configmap)
+def register(
+    registry: kopf.OperatorRegistry,
+    cluster: Cluster,
+    settings: Settings,
+    namespace_labels: LabelsFetcher | None = None,
+    metrics: BudgetMetrics | None = None,
+) -> ConfigReconciler:
+    """Add the operator's handlers to ``registry``; returns the ConfigMap reconciler they share.
+
+    ``namespace_labels`` answers the injection's question about a pod's namespace (by default, the API
+    is asked each time; the operator passes `watching.NamespaceLabels.get`, a watched copy). ``metrics``
+    receives each budget's evaluation (the operator's registry serves them on /metrics).
+    """
+    labels_of = namespace_labels or cluster.namespace_labels
+    reconciler = ConfigReconciler(cluster, settings.defaults.prices_configmap)
+    prometheus = Prometheus(settings.prometheus_url, timeout=10.0) if settings.prometheus_url else None
+    evaluator = BudgetEvaluator(prometheus, reconciler, metrics or BudgetMetrics(CollectorRegistry()))
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
@@ -126,7 +193,7 @@ def register(registry: kopf.OperatorRegistry, cluster: Cluster, settings: Settin
     ) -> None:
         pod: dict[str, Any] = {"metadata": dict(body.get("metadata") or {}), **dict(body)}
         namespace = str(pod["metadata"].get("namespace") or "")
-        labels = await cluster.namespace_labels(namespace) if namespace else {}
+        labels = await labels_of(namespace) if namespace else {}
         decision = mutation.decide(pod, labels, settings.skip_namespaces)
         if not decision.inject:
             return
@@ -151,7 +218,7 @@ def register(registry: kopf.OperatorRegistry, cluster: Cluster, settings: Settin
     async def pricebook_changed(**_: Any) -> None:
         await reconciler.trigger()
 
-    @kopf.on.event("v1", "pods", labels={options.INJECTED_LABEL: "true"}, registry=registry)
+    @kopf.on.event("v1", "pods", labels=INJECTED_PODS, registry=registry)
     async def injected_pod_changed(type: str | None, namespace: str | None, **_: Any) -> None:
         if type == "DELETED" or namespace not in reconciler.namespaces:
             await reconciler.trigger()
@@ -160,6 +227,17 @@ def register(registry: kopf.OperatorRegistry, cluster: Cluster, settings: Settin
     async def prices_configmap_changed(type: str | None, **_: Any) -> None:
         if type is not None:  # the initial listing is already covered by the books' own
             await reconciler.trigger()
+
+    @kopf.timer(budgets.GROUP, budgets.VERSION, budgets.PLURAL, interval=settings.budget_interval,
+                registry=registry)  # fmt: skip
+    async def evaluate_budget(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        status = await evaluator.evaluate(body)
+        patch.status.update(status)
+
+    @kopf.on.event(budgets.GROUP, budgets.VERSION, budgets.PLURAL, registry=registry)
+    async def budget_changed(type: str | None, name: str | None, namespace: str | None, **_: Any) -> None:
+        if type == "DELETED" and name and namespace:
+            await evaluator.forget(namespace, name)
 
     return reconciler
 

@@ -6,7 +6,10 @@ What the injected pod gets (DESIGN.md "Opt-in and injection"), in order of its i
    TCP 443 (and the ports of extra LLM hosts) to the proxy; it alone has NET_ADMIN and NET_RAW.
 2. ``spendmeter-proxy``: the proxy as a native sidecar (an init container with ``restartPolicy: Always``
    and a startup probe on ``/readyz``), so it is listening and has written the CA bundle before any of
-   the pod's own containers start, and a Job's pod still completes when its containers exit.
+   the pod's own containers start, and a Job's pod still completes when its containers exit. It reads
+   ``prices.yaml`` and ``budgets.yaml`` from the namespace's ConfigMap, mounted as an optional volume (the
+   operator writes it once the namespace has injected pods; until then the proxy has no extra prices and
+   no blocks, and the pod starts all the same).
 3. The pod's own init containers, then its containers: each gets the CA bundle volume read-only and the
    variables that make common TLS stacks trust it (plus ``HTTPS_PROXY`` in explicit mode).
 
@@ -33,6 +36,7 @@ CA_CERT = f"{CA_DIR}/ca.pem"  # the proxy's CA alone
 CA_BUNDLE = f"{CA_DIR}/ca-bundle.pem"  # the system CAs and the proxy's CA
 PRICES_DIR = "/etc/spendmeter/prices"
 PRICES_FILE = f"{PRICES_DIR}/prices.yaml"
+BUDGETS_FILE = f"{PRICES_DIR}/budgets.yaml"  # the SpendBudget blocks, from the same ConfigMap
 METRICS_PORT_NAME = "spendmeter"
 
 # Where common TLS stacks look for trusted CAs. Node adds NODE_EXTRA_CA_CERTS to its own roots, so it gets
@@ -155,6 +159,7 @@ def _init_container(options: opts.Options) -> dict[str, Any]:
 def _proxy_container(options: opts.Options, workload: Workload, labels: Mapping[str, str]) -> dict[str, Any]:
     args = ["proxy", "--mode", options.mode, "--listen-port", str(opts.PROXY_PORT)]
     args += ["--metrics-port", str(opts.METRICS_PORT), "--ca-dir", CA_DIR, "--prices", PRICES_FILE]
+    args += ["--budgets", BUDGETS_FILE]
     for host in options.llm_hosts:
         args += ["--llm-host", host.argument()]
     env: list[dict[str, Any]] = [

@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from spendmeter_proxy.pricebooks import API_VERSION, KIND, parse_pricebook
 
+from spendmeter_operator import conditions
+
 CONFIGMAP_KEY = "prices.yaml"
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "spendmeter", "spendmeter.io/config": "prices"}
 HEADER = "# The effective PriceBooks, in the order they apply; written by the spendmeter operator.\n"
@@ -98,28 +100,19 @@ def parse_rendered(text: str) -> dict[str, Mapping[str, Any]]:
     return books
 
 
-def configmap(name: str, namespace: str, text: str) -> dict[str, Any]:
+def configmap(name: str, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+    """The namespace's ConfigMap: ``prices.yaml`` and the other files the sidecars read (``budgets.yaml``)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_LABELS)},
-        "data": {CONFIGMAP_KEY: text},
+        "data": dict(data),
     }
 
 
 def condition(error: str | None, in_force: bool, generation: int, now: datetime.datetime) -> dict[str, Any]:
     """The book's ``Ready`` condition (Kubernetes condition conventions)."""
     if error is None:
-        status, reason, message = "True", "Valid", "the book is valid and in force"
-    else:
-        status, reason = "False", "Invalid"
-        kept = "its last valid version stays in force" if in_force else "it has no valid version in force"
-        message = f"{error}; {kept}"
-    return {
-        "type": "Ready",
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+        return conditions.condition("Ready", True, "Valid", "the book is valid and in force", generation, now)
+    kept = "its last valid version stays in force" if in_force else "it has no valid version in force"
+    return conditions.condition("Ready", False, "Invalid", f"{error}; {kept}", generation, now)

@@ -1,5 +1,5 @@
 """The operator's servers: the HTTPS admission webhook (kopf's, registered with the API server) and the
-plain-HTTP health endpoints for the kubelet's probes.
+plain-HTTP health endpoints for the kubelet's probes (and ``/metrics``, the budgets' metrics).
 
 `RegisteringWebhookServer` wraps kopf's webhook server: every time kopf (re)starts it, for instance after
 the certificate files changed, it writes the MutatingWebhookConfiguration for the address and CA bundle
@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp.web
 import kopf
+import prometheus_client
 
 from spendmeter_operator import certificates, webhooks
 from spendmeter_operator.cluster import Cluster
@@ -80,8 +81,13 @@ def webhook_registrar(
     return register
 
 
-async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> None:
-    """Serve ``/healthz`` and ``/readyz`` until cancelled."""
+async def serve_health(
+    host: str,
+    port: int,
+    ready: Callable[[], bool],
+    metrics: prometheus_client.CollectorRegistry | None = None,
+) -> None:
+    """Serve ``/healthz``, ``/readyz`` and (given a registry) ``/metrics`` until cancelled."""
 
     async def healthz(request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response({"status": "ok"})
@@ -90,8 +96,16 @@ async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> None:
         ok = ready()
         return aiohttp.web.json_response({"ready": ok}, status=200 if ok else 503)
 
+    async def metrics_page(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = prometheus_client.generate_latest(metrics) if metrics is not None else b""
+        return aiohttp.web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
     app = aiohttp.web.Application()
     app.add_routes([aiohttp.web.get("/healthz", healthz), aiohttp.web.get("/readyz", readyz)])
+    if metrics is not None:
+        app.add_routes([aiohttp.web.get("/metrics", metrics_page)])
     runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:

@@ -99,6 +99,27 @@ def test_a_labelled_namespace_injects_pods_without_annotation(
     assert pod["metadata"]["annotations"][options.STATUS] == options.STATUS_INJECTED
 
 
+def test_a_namespace_labelled_later_injects_the_pods_created_after(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    ns = namespace(control_plane, "labelled-later")
+    deployment(control_plane, ns, "before", {})
+    assert options.STATUS not in (pod_of(control_plane, ns, "before")["metadata"].get("annotations") or {})
+    core = kubernetes.client.CoreV1Api(control_plane.client())
+    core.patch_namespace(ns, {"metadata": {"labels": {options.INJECT: "enabled"}}})
+
+    def injected() -> bool:  # the operator's copy of the namespace labels follows within moments
+        name = f"probe-{len(core.list_namespaced_pod(ns).items)}"
+        pod = {
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+        }
+        stored = core.create_namespaced_pod(ns, pod)
+        return (stored.metadata.annotations or {}).get(options.STATUS) == options.STATUS_INJECTED
+
+    wait_for(injected, 10, "a pod of the newly labelled namespace to be injected", interval=0.5)
+
+
 def test_the_operators_own_namespace_is_never_injected(
     control_plane: ControlPlane, operator: OperatorProcess
 ) -> None:

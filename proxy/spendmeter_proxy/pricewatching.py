@@ -9,6 +9,7 @@ mounted ConfigMap (``prices.yaml -> ..data/prices.yaml``, ``..data -> ..2024_01_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,8 @@ import orjson
 from spendmeter_proxy.pricebooks import PriceBook, parse_pricebook, parse_pricebook_documents
 from spendmeter_proxy.pricing import PriceTable
 from spendmeter_proxy.watching import WatchedFiles
+
+logger = logging.getLogger(__name__)
 
 BUILTIN_RESOURCE = "data/prices.json"
 
@@ -54,13 +57,17 @@ def load_pricebook_file(path: Path) -> list[PriceBook]:
 class PriceSource(WatchedFiles[PriceTable]):
     """The merged price table of the built-in books and ``files``, reloaded when a file changes.
 
-    Raises ValueError at construction when a file is missing or invalid: a proxy must not start with
-    prices it was told to use left out.
+    A file that is invalid at start raises ValueError: a proxy must not start with prices it was told to
+    use silently left out. A file that does not exist yet is warned about and picked up when it appears:
+    in a pod, the operator's ConfigMap may be mounted a moment after the sidecar starts.
     """
 
     def __init__(self, files: Sequence[Path], builtin: Sequence[PriceBook] | None = None) -> None:
         self._builtin = tuple(load_builtin_pricebooks() if builtin is None else builtin)
-        super().__init__(files, self._build, what="price file", keeps="prices")
+        super().__init__(files, self._build, what="price file", keeps="prices", missing_ok=True)
+        for path in self.files:
+            if not path.exists():
+                logger.warning("price file %s does not exist yet; it is read as soon as it appears", path)
 
     @property
     def table(self) -> PriceTable:

@@ -34,7 +34,8 @@ class WatchedFiles[T]:
     """``build(files)`` kept current as the files change (see the module docstring).
 
     At construction a missing or invalid file raises ValueError, unless ``missing_ok``, in which case
-    missing files are left out of ``build``'s list (now and on every reload).
+    files that do not exist yet are left out of ``build``'s list until they appear. A file that was there
+    and disappears keeps the last good value either way (a ConfigMap update swaps symlinks).
     """
 
     def __init__(
@@ -74,9 +75,12 @@ class WatchedFiles[T]:
         stamps = [_stamp(f) for f in self.files]
         if stamps == self._stamps:
             return False
+        vanished = [
+            str(f) for f, old, new in zip(self.files, self._stamps, stamps, strict=True) if old and not new
+        ]
         self._stamps = stamps
-        missing = self._missing(stamps)
-        if missing and not self.missing_ok:
+        missing = vanished or ([] if self.missing_ok else self._missing(stamps))
+        if missing:
             logger.error(
                 "%s disappeared, keeping the last good %s: %s", self.what, self.keeps, ", ".join(missing)
             )

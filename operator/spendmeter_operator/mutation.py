@@ -161,7 +161,7 @@ def _proxy_container(options: opts.Options, workload: Workload, labels: Mapping[
     args += ["--metrics-port", str(opts.METRICS_PORT), "--ca-dir", CA_DIR, "--prices", PRICES_FILE]
     args += ["--budgets", BUDGETS_FILE]
     for host in options.llm_hosts:
-        args += ["--llm-host", host.argument()]
+        args += ["--llm-host", host.spec()]
     env: list[dict[str, Any]] = [
         {"name": "SPENDMETER_WORKLOAD", "value": workload.name},
         {"name": "SPENDMETER_WORKLOAD_KIND", "value": workload.kind},

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from spendmeter_proxy import rules
+from spendmeter_proxy.routes import HostRule, parse_host_spec
 
 GROUP = "spendmeter.io"
 INJECT = f"{GROUP}/inject"  # pod annotation "true"/"false"; namespace label "enabled"
@@ -41,22 +42,7 @@ Mode = Literal["transparent", "explicit"]
 MODES: tuple[Mode, ...] = ("transparent", "explicit")
 
 _QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_PROVIDER = re.compile(r"^[a-z][a-z0-9_.]*$")
 _ENV_NAME = re.compile(r"[^A-Z0-9]+")
-
-
-@dataclass(frozen=True, slots=True)
-class LlmHost:
-    """An extra LLM API host the proxy intercepts, as ``--llm-host HOST[:PORT]=PROVIDER`` gives it."""
-
-    host: str
-    port: int
-    provider: str
-
-    def argument(self) -> str:
-        return f"{self.host}:{self.port}={self.provider}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +67,7 @@ class Options:
     mode: Mode = "transparent"
     exclude_ports: tuple[int, ...] = ()
     exclude_cidrs: tuple[str, ...] = ()
-    llm_hosts: tuple[LlmHost, ...] = ()
+    llm_hosts: tuple[HostRule, ...] = ()
     resources: Resources = field(default_factory=Resources)
     prices_configmap: str = "spendmeter-prices"
     cost_labels: Mapping[str, str] = field(default_factory=dict)  # pod label key -> cost label name
@@ -90,7 +76,7 @@ class Options:
     @property
     def redirect_ports(self) -> tuple[int, ...]:
         """443 and the port of every extra LLM host, which the init step must redirect too."""
-        return tuple(sorted({*REDIRECT_PORTS, *(h.port for h in self.llm_hosts)}))
+        return tuple(sorted({*REDIRECT_PORTS, *(h.port or 443 for h in self.llm_hosts)}))
 
 
 def parse_mode(text: str) -> Mode:
@@ -109,23 +95,12 @@ def parse_quantity(text: str) -> str:
     return value
 
 
-def parse_llm_host(text: str) -> LlmHost:
-    """``HOST[:PORT]=PROVIDER``, e.g. ``gateway.corp:8443=openai``; the port defaults to 443."""
-    target, sep, provider = text.strip().partition("=")
-    provider = provider.strip()
-    if not sep or not provider:
-        raise ValueError(f"an LLM host is HOST[:PORT]=PROVIDER, e.g. llm.internal:8443=openai (got {text!r})")
-    if not _PROVIDER.match(provider):
-        raise ValueError(f"provider must be an id such as openai or azure.ai.openai (got {provider!r})")
-    host, colon, port_text = target.strip().rpartition(":")
-    if not colon:
-        host, port_text = port_text, "443"
-    if not _HOSTNAME.match(host):
-        raise ValueError(f"not a host name (got {host!r} in {text!r})")
-    return LlmHost(host.lower(), rules.parse_port(port_text), provider)
+def parse_llm_host(text: str) -> HostRule:
+    """``HOST[:PORT]=PROVIDER[/DIALECT]``, e.g. ``gateway.corp:8443=openai``: exactly what the proxy reads."""
+    return parse_host_spec(text)
 
 
-def parse_llm_hosts(text: str) -> tuple[LlmHost, ...]:
+def parse_llm_hosts(text: str) -> tuple[HostRule, ...]:
     return tuple(parse_llm_host(part) for part in text.split(",") if part.strip())
 
 

@@ -83,6 +83,13 @@ class HostRule:
     dialect: Dialect = "openai"
     port: int | None = None
 
+    def spec(self) -> str:
+        """The rule in the form `parse_host_spec` reads (the dialect only where it is not the default)."""
+        host = f"[{self.pattern}]" if ":" in self.pattern else self.pattern
+        port = f":{self.port}" if self.port is not None else ""
+        dialect = f"/{self.dialect}" if self.dialect != dialect_of(self.provider) else ""
+        return f"{host}{port}={self.provider}{dialect}"
+
     def matches(self, host: str, port: int) -> bool:
         """Whether a normalized (lower-case, no trailing dot) host and port fall under this rule."""
         if self.port is not None and self.port != port:

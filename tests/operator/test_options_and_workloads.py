@@ -32,7 +32,7 @@ def test_a_bad_annotation_is_reported_by_name(annotation: str, value: str, compl
 
 def test_extra_llm_host_ports_are_redirected_too() -> None:
     pod = options.pod_options({options.LLM_HOSTS: "a.corp:8443=openai, b.corp=anthropic"}, options.Options())
-    assert [h.argument() for h in pod.llm_hosts] == ["a.corp:8443=openai", "b.corp:443=anthropic"]
+    assert [h.spec() for h in pod.llm_hosts] == ["a.corp:8443=openai", "b.corp=anthropic"]
     assert pod.redirect_ports == (443, 8443)
 
 

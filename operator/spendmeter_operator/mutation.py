@@ -11,7 +11,8 @@ What the injected pod gets (DESIGN.md "Opt-in and injection"), in order of its i
    operator writes it once the namespace has injected pods; until then the proxy has no extra prices and
    no blocks, and the pod starts all the same).
 3. The pod's own init containers, then its containers: each gets the CA bundle volume read-only and the
-   variables that make common TLS stacks trust it (plus ``HTTPS_PROXY`` in explicit mode).
+   variables that make common TLS stacks trust it, Java's ``JAVA_TOOL_OPTIONS`` pointing at a PKCS#12
+   truststore among them (plus ``HTTPS_PROXY`` in explicit mode).
 
 The result is marked with ``spendmeter.io/status``; a marked pod is returned unchanged, so injecting
 twice changes nothing. The admission patch is the difference between the two pods (kopf computes it).
@@ -49,6 +50,12 @@ TRUST_ENV: dict[str, str] = {
     "AWS_CA_BUNDLE": CA_BUNDLE,
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": CA_BUNDLE,
 }
+TRUSTSTORE = f"{CA_DIR}/truststore.p12"  # the same certificates for Java, password "changeit"
+# Java reads no CA variable; JAVA_TOOL_OPTIONS reaches every JVM. The pod's own options are kept after ours.
+JAVA_TRUST = (
+    f"-Djavax.net.ssl.trustStore={TRUSTSTORE} -Djavax.net.ssl.trustStoreType=PKCS12 "
+    "-Djavax.net.ssl.trustStorePassword=changeit"
+)
 INIT_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
 
 
@@ -126,7 +133,13 @@ def _as_app_container(container: Mapping[str, Any], env: list[dict[str, Any]]) -
     """The container with the CA volume (read-only) and trust variables; its own same-named ones give way."""
     new = dict(container)
     ours = {e["name"] for e in env}
-    new["env"] = [e for e in container.get("env") or () if e.get("name") not in ours] + copy.deepcopy(env)
+    own = [e for e in container.get("env") or () if e.get("name") not in ours]
+    java = next((e for e in own if e.get("name") == "JAVA_TOOL_OPTIONS"), None)
+    if java is None:
+        own.append({"name": "JAVA_TOOL_OPTIONS", "value": JAVA_TRUST})
+    elif "value" in java and "valueFrom" not in java:
+        java.update(value=f"{JAVA_TRUST} {java['value']}".strip())
+    new["env"] = copy.deepcopy(own) + copy.deepcopy(env)
     mounts = [m for m in container.get("volumeMounts") or () if m.get("name") != CA_VOLUME]
     new["volumeMounts"] = [*mounts, {"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True}]
     return new

@@ -1,12 +1,14 @@
-"""A Java app trusts the proxy through the published truststore, with no change to its code."""
+"""A Java app trusts the proxy through the truststore and JAVA_TOOL_OPTIONS the injection gives it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from spendmeter_operator.mutation import CA_DIR, JAVA_TRUST
 from spendmeter_proxy.demo import running_proxy
 from spendmeter_proxy.standin import StandIn
 
@@ -38,14 +40,13 @@ def test_java_app_trusts_the_proxy_through_the_truststore(tmp_path: Path) -> Non
     app = tmp_path / "App.java"
     app.write_text(JAVA_APP)
     with StandIn(tls_dir=tmp_path / "provider-tls") as standin, running_proxy(tmp_path, standin) as (port, _):
-        store = tmp_path / "ca" / "truststore.p12"
-        base = ["java", "-Dhttps.proxyHost=127.0.0.1", f"-Dhttps.proxyPort={port}", str(app)]
-        trusted = subprocess.run(
-            [*base[:1], f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStorePassword=changeit",
-             "-Djavax.net.ssl.trustStoreType=PKCS12", *base[1:]],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        untrusted = subprocess.run(base, capture_output=True, text=True, timeout=120)
+        # Exactly what the injection gives every app container, with the CA folder where this test has it.
+        java_options = JAVA_TRUST.replace(CA_DIR, str(tmp_path / "ca"))
+        argv = ["java", "-Dhttps.proxyHost=127.0.0.1", f"-Dhttps.proxyPort={port}", str(app)]
+        env = {k: v for k, v in os.environ.items() if k != "JAVA_TOOL_OPTIONS"}
+        trusted = subprocess.run(argv, env={**env, "JAVA_TOOL_OPTIONS": java_options},
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+        untrusted = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert trusted.returncode == 0, trusted.stderr
     assert trusted.stdout.split() == ["200", "priced", "gpt-4o"]
     # Without the truststore the proxy's certificate is rejected: the trust really comes from the store.

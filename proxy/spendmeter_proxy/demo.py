@@ -63,7 +63,7 @@ def running_proxy(work: Path, standin: StandIn) -> Iterator[tuple[int, int]]:
         "--listen-host", "127.0.0.1", "--listen-port", str(port),
         "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
         "--ca-dir", str(work / "ca"), "--upstream-ca", str(standin.ca_path),
-        "--receipts", str(work / "receipts.jsonl"), "--log-level", "warning",
+        "--receipts", str(work / "receipts.jsonl"), "--log-level", os.environ.get("SPENDMETER_DEMO_LOG_LEVEL", "warning"),
         *[arg for host in PROVIDER_HOSTS for arg in ("--connect-to", f"{host}:443={target}")],
     ]  # fmt: skip
     env = {**os.environ, "SPENDMETER_WORKLOAD": "demo-app", "SPENDMETER_WORKLOAD_KIND": "Deployment",

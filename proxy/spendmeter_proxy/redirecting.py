@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mitmproxy import ctx
+from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 
@@ -50,7 +50,14 @@ class ConnectTo:
         if "spendmeter_connect_to" in updated:
             self.table = dict(parse_connect_to(s) for s in ctx.options.spendmeter_connect_to)
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Explicit mode: the tunnel itself goes to the target, so its connection is reused as usual."""
+        target = self.table.get((flow.request.host.lower(), flow.request.port))
+        if target is not None:
+            flow.request.host, flow.request.port = target
+
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Transparent mode (no CONNECT): the connection to the original destination goes to the target."""
         if not self.table or data.server.address is None:
             return
         host, port = data.server.address[0], data.server.address[1]

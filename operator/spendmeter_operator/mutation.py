@@ -83,6 +83,8 @@ def decide(
         return Decision(False, "already injected")
     if (pod.get("spec") or {}).get("hostNetwork"):
         return Decision(False, "the pod uses the node's network, which must not be redirected")
+    if namespace_labels.get(opts.INJECT) == opts.NAMESPACE_OPT_OUT_VALUE:
+        return Decision(False, f"the namespace opts out ({opts.INJECT}={opts.NAMESPACE_OPT_OUT_VALUE})")
     choice = str(annotations.get(opts.INJECT, "")).strip().lower()
     if choice == "false":
         return Decision(False, f"the pod opts out ({opts.INJECT}: false)")

@@ -31,6 +31,7 @@ WARNING = f"{GROUP}/warning"  # set by the injection when something will not be 
 INJECTED_LABEL = f"{GROUP}/injected"  # pod label "true": lets the operator watch injected pods only
 
 NAMESPACE_LABEL_VALUE = "enabled"
+NAMESPACE_OPT_OUT_VALUE = "disabled"  # a namespace label that keeps every pod of it out
 STATUS_INJECTED = "injected"
 
 PROXY_UID = 15500  # neither Istio's 1337 nor Linkerd's 2102

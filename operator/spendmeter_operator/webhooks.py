@@ -61,7 +61,13 @@ def configuration(
                             "key": "kubernetes.io/metadata.name",
                             "operator": "NotIn",
                             "values": sorted(set(skip_namespaces)),
-                        }
+                        },
+                        # a namespace labelled spendmeter.io/inject=disabled is never even sent to the webhook
+                        {
+                            "key": options.INJECT,
+                            "operator": "NotIn",
+                            "values": [options.NAMESPACE_OPT_OUT_VALUE],
+                        },
                     ]
                 },
                 "objectSelector": {

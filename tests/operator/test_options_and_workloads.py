@@ -136,3 +136,12 @@ def test_the_webhook_certificate_is_trusted_through_its_ca_for_its_hosts(tmp_pat
         (("organizationName", "spendmeter"),),
         (("commonName", "spendmeter webhook CA"),),
     )
+
+
+def test_a_namespace_labelled_disabled_keeps_even_opted_in_pods_out() -> None:
+    from spendmeter_operator import mutation
+
+    pod = {"metadata": {"namespace": "lab", "annotations": {options.INJECT: "true"}}, "spec": {}}
+    assert mutation.decide(pod, {}, frozenset()).inject
+    decision = mutation.decide(pod, {options.INJECT: "disabled"}, frozenset())
+    assert not decision.inject and "opts out" in decision.reason

@@ -194,7 +194,8 @@ def test_rbac_is_least_privilege(helm: Helm) -> None:
 
 def test_monitoring_objects_scrape_the_sidecars_and_ship_the_dashboard(helm: Helm) -> None:
     objects = helm.template(CI / "monitoring-values.yaml")
-    monitor = find(objects, "PodMonitor")
+    monitors = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PodMonitor"}
+    monitor = monitors.pop("spendmeter")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["selector"]["matchLabels"] == {options.INJECTED_LABEL: "true"}
@@ -202,6 +203,12 @@ def test_monitoring_objects_scrape_the_sidecars_and_ship_the_dashboard(helm: Hel
     assert endpoint["port"] == mutation.METRICS_PORT_NAME
     kept = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
     assert kept == {"namespace": ["__meta_kubernetes_namespace"], "pod": ["__meta_kubernetes_pod_name"]}
+    # The operator's own metrics (budgets) keep their namespace label: honorLabels.
+    (operator_monitor,) = monitors.values()
+    (operator_endpoint,) = operator_monitor["spec"]["podMetricsEndpoints"]
+    assert operator_endpoint["port"] == "health" and operator_endpoint["honorLabels"] is True
+    operator_pods = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert operator_monitor["spec"]["selector"]["matchLabels"].items() <= operator_pods.items()
     dashboard = find(objects, "ConfigMap")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -210,7 +217,7 @@ def test_monitoring_objects_scrape_the_sidecars_and_ship_the_dashboard(helm: Hel
     assert shipped == json.loads((CHART / "dashboards" / "spendmeter.json").read_text())
     alerts = {r["alert"] for g in find(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
     assert alerts == {"SpendmeterSpendRateHigh", "SpendmeterUnpricedModel", "SpendmeterWastedShareHigh",
-                      "SpendmeterSidecarErrors"}  # fmt: skip
+                      "SpendmeterSidecarErrors", "SpendBudgetThresholdReached", "SpendBudgetExceeded"}  # fmt: skip
 
 
 def test_monitoring_is_off_by_default_but_the_dashboard_is_on(helm: Helm) -> None:

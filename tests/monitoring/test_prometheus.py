@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -19,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from chart.helming import CHART
+from prometheus_server import PrometheusServer, wait_until
 from spendmeter_proxy import demo
 from spendmeter_proxy.standin import Reply, Rule, StandIn
 
@@ -31,75 +28,6 @@ ROUNDS = 2  # traffic, a scrape, traffic again: rates then see increases
 GRAFANA_VARIABLES = {"$__rate_interval": "2m", "$__range": "1h"}
 # The target labels the PodMonitor keeps (the sidecar itself exports neither).
 TARGET_LABELS = {"namespace": "demo", "pod": "demo-app-0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class PrometheusServer:
-    url: str
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
-            body = json.loads(response.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.get("/api/v1/query", query=expr)
-        assert data["resultType"] == "vector", f"{expr} gave a {data['resultType']}"
-        result: list[dict[str, Any]] = data["result"]
-        return result
-
-    def label_values(self, label: str, selector: str) -> list[str]:
-        values: list[str] = self.get(f"/api/v1/label/{label}/values", **{"match[]": selector})
-        return values
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except OSError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def start_prometheus(binary: Path, work: Path, metrics_port: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-        "scrape_configs": [{
-            "job_name": "spendmeter",
-            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": TARGET_LABELS}],
-        }],
-    }  # fmt: skip
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = open(work / "prometheus.log", "wb")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(
-        [str(binary), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{(work / 'prometheus.log').read_text()[-3000:]}")
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-            return bool(response.status == 200)
-
-    wait_until(ready, 60, "prometheus to be ready")
-    return proc, url
 
 
 @dataclass
@@ -131,9 +59,9 @@ def scraped(prometheus: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
                         model="gpt-4o-mini")  # fmt: skip
     with StandIn(tls_dir=work / "provider-tls", rules=[rate_limited]) as standin, \
             demo.running_proxy(work, standin) as (proxy_port, metrics_port):  # fmt: skip
-        proc, url = start_prometheus(prometheus, work, metrics_port)
-        prom = PrometheusServer(url)
-        try:
+        job = {"job_name": "spendmeter",
+               "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": TARGET_LABELS}]}  # fmt: skip
+        with PrometheusServer(work / "prometheus", [job], interval=f"{SCRAPE_SECONDS}s") as prom:
             with pytest.MonkeyPatch.context() as env:
                 env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
                 env.setenv("SSL_CERT_FILE", str(work / "ca" / "ca-bundle.pem"))
@@ -153,9 +81,6 @@ def scraped(prometheus: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             assert len(receipts) == ROUNDS * demo.EXPECTED_CALLS
             wait_for_scrape(prom)
             yield Scraped(prom, receipts, f"http://127.0.0.1:{metrics_port}/metrics")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def test_prometheus_total_spend_equals_the_receipts(scraped: Scraped) -> None:

@@ -5,7 +5,7 @@ scripts/build-controlplane.sh (cached outside the repository), starts them on 12
 authentication for an admin, service-account keys, RBAC), and yields a kubeconfig. Without Go the tests
 that need it are skipped, unless SPENDMETER_REQUIRE_CONTROLPLANE=1 (CI), where that is a failure.
 There is no kubelet: pods stay Pending, and what is tested is what the API server stores.
-``running_prometheus`` starts Debian's Prometheus (``/usr/bin/prometheus``) on loopback for the budget tests.
+The budget tests take Prometheus from ``tests/prometheus_server.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import base64
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -260,71 +259,3 @@ def start_operator(cp: ControlPlane, name: str, *extra: str) -> OperatorProcess:
         op.stop()
         raise
     return op
-
-
-PROMETHEUS = Path("/usr/bin/prometheus")
-
-
-@dataclass
-class PrometheusServer:
-    """Debian's Prometheus on loopback, scraping every second; ``scrape`` rewrites its targets."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    config: Path
-    log: Path
-
-    def scrape(self, jobs: list[dict[str, Any]]) -> None:
-        """Scrape these jobs (Prometheus ``scrape_configs`` entries) from now on."""
-        write_prometheus_config(self.config, jobs)
-        self.proc.send_signal(signal.SIGHUP)
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        import json
-        import urllib.parse
-        import urllib.request
-
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return list(json.load(response)["data"]["result"])
-
-
-def write_prometheus_config(path: Path, jobs: list[dict[str, Any]]) -> None:
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": jobs}
-    path.write_text(yaml.safe_dump(config))
-
-
-@contextlib.contextmanager
-def running_prometheus(work: Path, jobs: list[dict[str, Any]]) -> Iterator[PrometheusServer]:
-    """Prometheus with a fresh storage in ``work``, until the block ends; skipped when not installed."""
-    if not PROMETHEUS.exists():
-        if os.environ.get("SPENDMETER_REQUIRE_CONTROLPLANE") == "1":
-            pytest.fail(f"{PROMETHEUS} is missing (apt-get install prometheus)")
-        pytest.skip(f"{PROMETHEUS} is not installed")
-    port = free_port()
-    config, log = work / "prometheus.yml", work / "prometheus.log"
-    write_prometheus_config(config, jobs)
-    argv = [str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = PrometheusServer(proc, f"http://127.0.0.1:{port}", config, log)
-    try:
-
-        def ready() -> bool:
-            import urllib.request
-
-            if proc.poll() is not None:
-                raise AssertionError(f"prometheus exited:\n{log.read_text(errors='replace')[-3000:]}")
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-
-        wait_for(ready, 30, "Prometheus to be ready")
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -24,15 +24,8 @@ import kubernetes
 import openai
 import pytest
 import yaml
-from conftest import (
-    ControlPlane,
-    OperatorProcess,
-    PrometheusServer,
-    free_port,
-    running_prometheus,
-    start_operator,
-    wait_for,
-)
+from conftest import ControlPlane, OperatorProcess, free_port, start_operator, wait_for
+from prometheus_server import PrometheusServer
 from spendmeter_operator import budgets, prices
 from spendmeter_proxy.standin import StandIn
 
@@ -91,7 +84,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, standin: StandIn, budgets_fi
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory, proxy: Proxy) -> Iterator[PrometheusServer]:
     jobs = [proxy_job(proxy)]
-    with running_prometheus(tmp_path_factory.mktemp("prometheus"), jobs) as server:
+    with PrometheusServer(tmp_path_factory.mktemp("prometheus"), jobs) as server:
         yield server
 
 

@@ -59,8 +59,9 @@ def openmetrics() -> str:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     work = tmp_path_factory.mktemp("report-prometheus")
-    backfill(openmetrics(), work / "data")
-    with PrometheusServer({"global": {"scrape_interval": "1m"}}, work / "data") as server:
+    server = PrometheusServer(work, interval="1m")
+    backfill(openmetrics(), server.storage)
+    with server:
         yield server
 
 

@@ -13,6 +13,8 @@ import asyncio
 import gc
 import logging
 import os
+import socket
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,12 @@ def parse_interval(text: str) -> float:
     if not value >= 1:
         raise ValueError(f"an interval is at least 1 second (got {text!r})")
     return value
+
+
+def host_priority(hostname: str) -> int:
+    """A peering priority from the pod's name (its hostname): replicas of one Deployment get different ones,
+    so exactly one of them leads instead of all pausing on a tie."""
+    return zlib.crc32(hostname.encode()) % 1_000_000 + 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,7 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--peering", default="spendmeter", help="ClusterKopfPeering name (default: %(default)s)"
     )
-    run_group.add_argument("--priority", type=int, default=0, help="peering priority; the highest leads")
+    run_group.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest leads (default: derived from the pod name, so replicas differ)",
+    )
     run_group.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     run_group.add_argument("--verbose", "-v", action="store_true")
 
@@ -256,7 +269,7 @@ async def operate(args: argparse.Namespace) -> None:
             clusterwide=True,
             standalone=args.standalone,
             peering_name=None if args.standalone else args.peering,
-            priority=args.priority,
+            priority=args.priority if args.priority is not None else host_priority(socket.gethostname()),
             ready_flag=ready,
         )
     finally:

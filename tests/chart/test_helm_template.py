@@ -169,7 +169,7 @@ def test_operator_runs_locked_down_and_registers_no_webhook_itself(helm: Helm) -
     assert args.register_webhook is False
     assert args.namespace == NAMESPACE
     assert args.peering == find(objects, "ClusterKopfPeering")["metadata"]["name"]
-    assert args.priority == 10
+    assert args.priority is None  # each replica derives its own from its pod name: no tie
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"webhook": args.webhook_port, "health": args.health_port}
     service_port = find(objects, "Service")["spec"]["ports"][0]

@@ -145,3 +145,12 @@ def test_a_namespace_labelled_disabled_keeps_even_opted_in_pods_out() -> None:
     assert mutation.decide(pod, {}, frozenset()).inject
     decision = mutation.decide(pod, {options.INJECT: "disabled"}, frozenset())
     assert not decision.inject and "opts out" in decision.reason
+
+
+def test_replicas_get_different_peering_priorities_from_their_pod_names() -> None:
+    from spendmeter_operator.cli import host_priority
+
+    names = [f"spendmeter-operator-7f9c{i}d-x{i}k2p" for i in range(20)]
+    priorities = [host_priority(n) for n in names]
+    assert len(set(priorities)) == len(names) and min(priorities) > 0
+    assert host_priority(names[0]) == priorities[0]  # stable across restarts of the same pod

@@ -119,6 +119,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--proxy-memory-limit", type=_argument(options.parse_quantity), default=r.memory_limit
     )
     inject.add_argument(
+        "--proxy-uid",
+        type=_argument(rules.parse_uid),
+        default=d.proxy_uid,
+        help="the proxy's UID, exempt from the redirect (default %(default)s: neither Istio's nor Linkerd's)",
+    )
+    inject.add_argument(
+        "--scrape-annotations",
+        action=argparse.BooleanOptionalAction,
+        default=d.scrape_annotations,
+        help="put prometheus.io/scrape, port and path on injected pods (annotation-based Prometheus setups)",
+    )
+    inject.add_argument(
         "--prices-configmap",
         default=d.prices_configmap,
         help="name of the per-namespace ConfigMap of effective prices (default: %(default)s)",
@@ -194,6 +206,8 @@ def settings_from(args: argparse.Namespace) -> handlers.Settings:
         ),
         prices_configmap=args.prices_configmap,
         cost_labels=dict(args.cost_label),
+        proxy_uid=args.proxy_uid,
+        scrape_annotations=args.scrape_annotations,
     )
     return handlers.Settings(
         defaults=defaults,

@@ -56,6 +56,11 @@ JAVA_TRUST = (
     f"-Djavax.net.ssl.trustStore={TRUSTSTORE} -Djavax.net.ssl.trustStoreType=PKCS12 "
     "-Djavax.net.ssl.trustStorePassword=changeit"
 )
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(opts.METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 INIT_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
 
 
@@ -117,6 +122,10 @@ def inject(pod: Mapping[str, Any], options: opts.Options, workload: Workload) ->
         {"name": PRICES_VOLUME, "configMap": {"name": options.prices_configmap, "optional": True}},
     ]
     meta["annotations"] = {**annotations, opts.STATUS: opts.STATUS_INJECTED}
+    # For Prometheus setups that discover targets by annotation; a pod that already has its own scrape
+    # annotations (its app's metrics) keeps them: the chart's PodMonitor finds the sidecar then.
+    if options.scrape_annotations and "prometheus.io/scrape" not in annotations:
+        meta["annotations"].update(SCRAPE_ANNOTATIONS)
     meta["labels"] = {**(meta.get("labels") or {}), opts.INJECTED_LABEL: "true"}
     if warnings:
         meta["annotations"][opts.WARNING] = "; ".join(warnings)

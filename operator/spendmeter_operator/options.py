@@ -73,6 +73,7 @@ class Options:
     prices_configmap: str = "spendmeter-prices"
     cost_labels: Mapping[str, str] = field(default_factory=dict)  # pod label key -> cost label name
     proxy_uid: int = PROXY_UID
+    scrape_annotations: bool = True  # prometheus.io/scrape, port, path on injected pods
 
     @property
     def redirect_ports(self) -> tuple[int, ...]:

@@ -148,6 +148,8 @@ def test_injection_defaults_reach_the_operator(helm: Helm) -> None:
     assert dict(defaults.cost_labels) == values["injection"]["costLabels"]
     assert defaults.exclude_ports == (5432, 6379)
     assert defaults.exclude_cidrs == ("10.0.0.0/8", "fd00::/8")
+    assert (defaults.proxy_uid, defaults.scrape_annotations) == (16600, False)
+    assert cli.settings_from(operator_args(helm.template())).defaults.proxy_uid == options.PROXY_UID
     assert defaults.resources == options.Resources("100m", "96Mi", "500m", "384Mi")
     args = operator_args(objects)
     assert args.prometheus_url == values["budgets"]["prometheusUrl"]

@@ -77,7 +77,7 @@ class Call:
     route: Route
     request_id: str
     started: float
-    digest: bytes
+    digest: int
     verdict: Verdict
     injected_usage: bool = False
     tap: PassThroughTap | UsageRewriteTap | None = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,14 +23,17 @@ RETRY_HEADERS = ("x-stainless-retry-count", "x-retry-count", "x-retry-attempt")
 _RETRY_HEADERS = frozenset(h.encode() for h in RETRY_HEADERS)
 
 
-def call_digest(method: str, host: str, path: str, body: bytes) -> bytes:
-    """A 16-byte digest identifying a call; the body itself is never stored."""
-    h = hashlib.blake2b(digest_size=16)
+def call_digest(method: str, host: str, path: str, body: bytes) -> int:
+    """A 64-bit digest identifying a call (as an int: the smallest thing to keep); never the body itself.
+
+    Among the at most ``capacity`` digests kept, a collision has a chance of about 1 in 10^10.
+    """
+    h = hashlib.blake2b(digest_size=8)
     for part in (method.upper().encode(), host.lower().encode(), path.encode()):
         h.update(part)
         h.update(b"\0")
     h.update(body)
-    return h.digest()
+    return int.from_bytes(h.digest())
 
 
 def parse_retry_count(fields: Iterable[tuple[bytes, bytes]]) -> int:
@@ -54,48 +56,54 @@ class Verdict:
 
 
 class WasteDetector:
-    """Remembers recent call digests and their outcomes; at most ``capacity`` of them, for ``window`` seconds."""
+    """Remembers recent call digests and their outcomes: at most ``capacity``, for ``window`` seconds.
+
+    Memory is what bounds this: a plain dict of digest -> time of the last outcome (oldest first) and, for the
+    few calls that failed, a second dict of what their failed attempts cost.
+    """
 
     def __init__(self, window: float = 600.0, capacity: int = 20_000) -> None:
         self.window = window
         self.capacity = capacity
-        # digest -> (time, what the failed attempts cost, or None after a success); tuples keep it small
-        self._entries: OrderedDict[bytes, tuple[float, Decimal | None]] = OrderedDict()
+        self._seen: dict[int, float] = {}
+        self._failed: dict[int, Decimal] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._seen)
 
-    def classify(self, digest: bytes, retry_count: int, now: float) -> Verdict:
+    def classify(self, digest: int, retry_count: int, now: float) -> Verdict:
         """What an incoming call is, judged against the calls seen before it."""
         with self._lock:
             self._expire(now)
-            entry = self._entries.get(digest)
-            if entry is None:
+            if digest not in self._seen:
                 return Verdict(retry=retry_count > 0)
-            at, failed_cost = entry
+            failed_cost = self._failed.get(digest)
             if failed_cost is None:
                 return Verdict(duplicate=True) if retry_count == 0 else Verdict(retry=True)
             if failed_cost:
-                self._entries[digest] = (at, _ZERO)  # charged to this retry; never twice
+                self._failed[digest] = _ZERO  # charged to this retry; never twice
             return Verdict(retry=True, failed_cost_usd=failed_cost)
 
-    def record(self, digest: bytes, succeeded: bool, cost_usd: Decimal | None, now: float) -> None:
+    def record(self, digest: int, succeeded: bool, cost_usd: Decimal | None, now: float) -> None:
         """Remember how a call ended: success, or failure with what it cost anyway."""
         with self._lock:
-            entry = self._entries.pop(digest, None)
-            failed_cost: Decimal | None = None
+            self._seen.pop(digest, None)
+            self._seen[digest] = now  # (re)inserted last: the dict stays ordered by time
+            earlier = self._failed.pop(digest, None)
             if not succeeded:
-                earlier = entry[1] if entry is not None else None
-                failed_cost = (cost_usd or _ZERO) + (earlier or _ZERO)
-            self._entries[digest] = (now, failed_cost)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                self._failed[digest] = (cost_usd or _ZERO) + (earlier or _ZERO)
+            while len(self._seen) > self.capacity:
+                self._forget(next(iter(self._seen)))
+
+    def _forget(self, digest: int) -> None:
+        del self._seen[digest]
+        self._failed.pop(digest, None)
 
     def _expire(self, now: float) -> None:
         cutoff = now - self.window
-        while self._entries:
-            digest, (at, _) = next(iter(self._entries.items()))
+        while self._seen:
+            digest, at = next(iter(self._seen.items()))
             if at >= cutoff:
                 break
-            del self._entries[digest]
+            self._forget(digest)

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +22,11 @@ import kopf
 import kubernetes
 import prometheus_client
 from spendmeter_proxy import rules
+from spendmeter_proxy.cli import argument_type
 
 from spendmeter_operator import handlers, options, serving, watching, webhooks
 from spendmeter_operator.cluster import Cluster
 from spendmeter_operator.metrics import BudgetMetrics
-
-
-def _argument[T](parse: Callable[[str], T]) -> Callable[[str], T]:
-    """Turns a ``parse_*`` function's ValueError into argparse's usage error."""
-
-    def convert(text: str) -> T:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    convert.__name__ = parse.__name__.removeprefix("parse_")
-    return convert
 
 
 def parse_cost_label(text: str) -> tuple[str, str]:
@@ -89,16 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inject = parser.add_argument_group("injection defaults (a pod's annotations override them)")
     inject.add_argument("--image", default=env("SPENDMETER_IMAGE", d.image), help="sidecar image")
     inject.add_argument("--image-pull-policy", default=d.image_pull_policy)
-    inject.add_argument("--mode", type=_argument(options.parse_mode), default=d.mode)
+    inject.add_argument("--mode", type=argument_type(options.parse_mode), default=d.mode)
     inject.add_argument(
-        "--exclude-outbound-ports", type=_argument(rules.parse_ports), default=(), metavar="P,..."
+        "--exclude-outbound-ports", type=argument_type(rules.parse_ports), default=(), metavar="P,..."
     )
     inject.add_argument(
-        "--exclude-outbound-cidrs", type=_argument(options.parse_cidrs), default=(), metavar="CIDR,..."
+        "--exclude-outbound-cidrs", type=argument_type(options.parse_cidrs), default=(), metavar="CIDR,..."
     )
     inject.add_argument(
         "--llm-host",
-        type=_argument(options.parse_llm_host),
+        type=argument_type(options.parse_llm_host),
         action="append",
         default=[],
         metavar="HOST[:PORT]=PROVIDER",
@@ -106,21 +93,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     inject.add_argument(
         "--cost-label",
-        type=_argument(parse_cost_label),
+        type=argument_type(parse_cost_label),
         action="append",
         default=[],
         metavar="POD_LABEL[=NAME]",
         help="a pod label exported as a cost label (repeatable)",
     )
-    inject.add_argument("--proxy-cpu", type=_argument(options.parse_quantity), default=r.cpu_request)
-    inject.add_argument("--proxy-memory", type=_argument(options.parse_quantity), default=r.memory_request)
-    inject.add_argument("--proxy-cpu-limit", type=_argument(options.parse_quantity), default=r.cpu_limit)
+    inject.add_argument("--proxy-cpu", type=argument_type(options.parse_quantity), default=r.cpu_request)
     inject.add_argument(
-        "--proxy-memory-limit", type=_argument(options.parse_quantity), default=r.memory_limit
+        "--proxy-memory", type=argument_type(options.parse_quantity), default=r.memory_request
+    )
+    inject.add_argument("--proxy-cpu-limit", type=argument_type(options.parse_quantity), default=r.cpu_limit)
+    inject.add_argument(
+        "--proxy-memory-limit", type=argument_type(options.parse_quantity), default=r.memory_limit
     )
     inject.add_argument(
         "--proxy-uid",
-        type=_argument(rules.parse_uid),
+        type=argument_type(rules.parse_uid),
         default=d.proxy_uid,
         help="the proxy's UID, exempt from the redirect (default %(default)s: neither Istio's nor Linkerd's)",
     )
@@ -147,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     hook.add_argument(
         "--webhook-service",
-        type=_argument(parse_service),
+        type=argument_type(parse_service),
         default=None,
         metavar="NAME[:PORT]",
         help="register the webhook through this Service in --namespace instead of a URL",
@@ -173,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     budget.add_argument(
         "--budget-interval",
-        type=_argument(parse_interval),
+        type=argument_type(parse_interval),
         default=60.0,
         metavar="SECONDS",
         help="time between two evaluations of a budget (default: %(default)s)",

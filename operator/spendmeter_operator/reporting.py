@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
+
+from spendmeter_proxy.cli import argument_type
 
 from spendmeter_operator.querying import Prometheus, QueryError, Sample
 from spendmeter_operator.reports import build_rows, render_csv, render_focus, render_json, render_table
@@ -49,25 +50,21 @@ def parse_month(text: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _arg[T](parse: Callable[[str], T]) -> Callable[[str], T]:
-    def convert(text: str) -> T:
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return convert
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus's base URL")
     when = parser.add_mutually_exclusive_group()
     when.add_argument(
-        "--last", type=_arg(parse_duration), metavar="PERIOD", help="up to now, e.g. 30d (default)"
+        "--last", type=argument_type(parse_duration), metavar="PERIOD", help="up to now, e.g. 30d (default)"
     )
-    when.add_argument("--month", type=_arg(parse_month), metavar="YYYY-MM", help="a calendar month (UTC)")
-    when.add_argument("--start", type=_arg(parse_time), metavar="TIME", help="start (ISO 8601; with --end)")
-    parser.add_argument("--end", type=_arg(parse_time), metavar="TIME", help="end (ISO 8601; default now)")
+    when.add_argument(
+        "--month", type=argument_type(parse_month), metavar="YYYY-MM", help="a calendar month (UTC)"
+    )
+    when.add_argument(
+        "--start", type=argument_type(parse_time), metavar="TIME", help="start (ISO 8601; with --end)"
+    )
+    parser.add_argument(
+        "--end", type=argument_type(parse_time), metavar="TIME", help="end (ISO 8601; default now)"
+    )
     parser.add_argument("--namespace", help="only this namespace")
     parser.add_argument("--format", choices=("table", "csv", "json", "focus"), default="table")
     parser.add_argument("--output", "-o", type=Path, help="write here instead of standard output")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("spendmeter_proxy.running", "Run the metering sidecar proxy."),
@@ -22,6 +22,19 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Report LLM spend over a period from Prometheus (table, CSV, JSON, FOCUS).",
     ),
 }
+
+
+def argument_type[T](parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` from a pure ``parse_*`` function: its ValueError becomes a usage error (exit 2)."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -14,9 +14,9 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 
 from spendmeter_proxy import rules
+from spendmeter_proxy.cli import argument_type
 from spendmeter_proxy.rules import Family, RedirectSpec
 
 COMMANDS: dict[Family, tuple[str, str]] = {
@@ -31,19 +31,6 @@ class IptablesError(Exception):
     """An iptables command is missing, not permitted, or refused our input."""
 
 
-def _argument[T](parse: Callable[[str], T]) -> Callable[[str], T]:
-    """Turns a ``parse_*`` function's ValueError into argparse's usage error (exit status 2)."""
-
-    def convert(text: str) -> T:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    convert.__name__ = parse.__name__.removeprefix("parse_")
-    return convert
-
-
 def _redirect_ports(text: str) -> tuple[int, ...]:
     return rules.parse_ports(text, allow_empty=False)
 
@@ -51,35 +38,35 @@ def _redirect_ports(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--proxy-uid",
-        type=_argument(rules.parse_uid),
+        type=argument_type(rules.parse_uid),
         required=True,
         metavar="UID",
         help="uid the proxy runs as; its own connections are never redirected",
     )
     parser.add_argument(
         "--proxy-port",
-        type=_argument(rules.parse_port),
+        type=argument_type(rules.parse_port),
         required=True,
         metavar="PORT",
         help="port the transparent proxy listens on (127.0.0.1 and ::1)",
     )
     parser.add_argument(
         "--ports",
-        type=_argument(_redirect_ports),
+        type=argument_type(_redirect_ports),
         default=rules.DEFAULT_PORTS,
         metavar="P,...",
         help="destination ports to redirect (default: 443)",
     )
     parser.add_argument(
         "--exclude-cidrs",
-        type=_argument(rules.parse_cidrs),
+        type=argument_type(rules.parse_cidrs),
         default=(),
         metavar="CIDR,...",
         help="destinations never redirected, IPv4 and IPv6 mixed (e.g. 10.0.0.0/8,fd00::/8)",
     )
     parser.add_argument(
         "--exclude-ports",
-        type=_argument(rules.parse_ports),
+        type=argument_type(rules.parse_ports),
         default=(),
         metavar="P,...",
         help="destination ports never redirected",

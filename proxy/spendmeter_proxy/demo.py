@@ -122,19 +122,37 @@ def scenarios() -> list[tuple[str, Callable[[Any, Any], object]]]:
     ]
 
 
-def sdk_clients(proxy_port: int, ca_dir: Path) -> tuple[Any, Any]:
-    os.environ.update(
-        HTTPS_PROXY=f"http://127.0.0.1:{proxy_port}",
-        SSL_CERT_FILE=str(ca_dir / "ca-bundle.pem"),
-        OPENAI_API_KEY="sk-demo-not-a-real-key",
-        ANTHROPIC_API_KEY="sk-ant-demo-not-a-real-key",
-    )
-    for name in ("NO_PROXY", "no_proxy", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+@contextmanager
+def app_environment(proxy_port: int, ca_dir: Path) -> Iterator[None]:
+    """The environment an app in explicit mode gets from the injection (and dummy keys), for the block."""
+    wanted = {
+        "HTTPS_PROXY": f"http://127.0.0.1:{proxy_port}",
+        "SSL_CERT_FILE": str(ca_dir / "ca-bundle.pem"),
+        "OPENAI_API_KEY": "sk-demo-not-a-real-key",
+        "ANTHROPIC_API_KEY": "sk-ant-demo-not-a-real-key",
+    }
+    cleared = ("NO_PROXY", "no_proxy", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
+    saved = {name: os.environ.get(name) for name in (*wanted, *cleared)}
+    os.environ.update(wanted)
+    for name in cleared:
         os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def sdk_clients(proxy_port: int, ca_dir: Path) -> tuple[Any, Any]:
+    """The official SDK clients, configured only by the environment (they read it when they are made)."""
     import anthropic
     import openai
 
-    return openai.OpenAI(max_retries=2), anthropic.Anthropic()
+    with app_environment(proxy_port, ca_dir):
+        return openai.OpenAI(max_retries=2), anthropic.Anthropic()
 
 
 def read_receipts(path: Path, count: int, timeout: float = 10) -> list[dict[str, Any]]:

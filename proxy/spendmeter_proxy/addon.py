@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -82,7 +82,6 @@ class Call:
     injected_usage: bool = False
     tap: PassThroughTap | UsageRewriteTap | None = None
     done: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -468,6 +467,7 @@ class SpendMeter:
             retry=call.verdict.retry,
             wasted_cost_usd=format_usd(wasted) if wasted else None,
             error=o.reading.error,
+            details=dict(o.reading.extras),
             workload=self.identity.workload,
             workload_kind=self.identity.workload_kind,
             namespace=self.identity.namespace,

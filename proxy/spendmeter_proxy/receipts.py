@@ -43,6 +43,9 @@ class Receipt:
     retry: bool
     wasted_cost_usd: str | None
     error: str | None
+    details: dict[
+        str, object
+    ]  # provider-specific counts (Gemini tool-use prompt, OpenRouter's upstream, ...)
     workload: str
     workload_kind: str
     namespace: str

@@ -302,3 +302,15 @@ def test_non_utf8_bytes_in_a_body_do_not_hide_its_usage(meter) -> None:
     call(addon, f)
     assert f.response.raw_content == body
     assert f.response.headers["x-spendmeter-input-tokens"] == "4020"
+
+
+def test_receipt_details_name_openrouters_upstream_and_its_reported_cost(meter) -> None:
+    addon, _, _, rpath = meter
+    body = {**CHAT_ANSWER, "model": "x-ai/grok-4", "provider": "xAI",
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 0.00042}}  # fmt: skip
+    f = make_flow({**CHAT, "model": "x-ai/grok-4"}, host="openrouter.ai", path="/api/v1/chat/completions")
+    respond(f, 200, orjson.dumps(body))
+    call(addon, f)
+    r = receipts(rpath)[0]
+    assert r["provider"] == "openrouter" and r["details"] == {"upstream_provider": "xAI"}
+    assert r["provider_reported_cost_usd"] == 0.00042

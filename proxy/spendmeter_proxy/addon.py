@@ -290,7 +290,10 @@ class SpendMeter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get(META)
         resp = flow.response
-        if call is None or resp is None:
+        if resp is None:
+            return
+        if call is None:
+            resp.stream = True  # not ours to read: forward it as it comes, never buffered
             return
         content_type = resp.headers.get("content-type")
         if not self._is_stream(call, resp.status_code, content_type):

@@ -130,6 +130,15 @@ def test_gzip_body_is_read_and_left_compressed(meter) -> None:
     assert f.response.headers["x-spendmeter-input-tokens"] == "4020"
 
 
+def test_traffic_that_is_not_metered_is_streamed_not_buffered(meter) -> None:
+    addon, _, _, _ = meter
+    f = make_flow(b"", host="downloads.example.com", path="/big.iso")
+    addon.request(f)
+    respond(f, 200, b"", content_type="application/octet-stream")
+    addon.responseheaders(f)
+    assert f.response.stream is True
+
+
 def test_non_llm_path_and_host_are_ignored(meter) -> None:
     addon, _reg, _, rpath = meter
     for f in (make_flow(b"", path="/v1/models"), make_flow(CHAT, host="example.com")):

@@ -66,8 +66,23 @@ def release(control_plane: Any, helm: Helm) -> Iterator[Release]:
 
 def remove_crds(rel: Release) -> None:
     ext = kubernetes.client.ApiextensionsV1Api(rel.client())
-    names = [doc["metadata"]["name"] for path in sorted((CHART / "crds").glob("*.yaml"))
-             for doc in yaml.safe_load_all(path.read_text())]  # fmt: skip
+    objects = kubernetes.client.CustomObjectsApi(rel.client())
+    crds = [
+        doc
+        for path in sorted((CHART / "crds").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+    ]
+    names = [doc["metadata"]["name"] for doc in crds]
+
+    def served() -> bool:
+        # A CRD deleted before the API server can list its objects stays Terminating ("storage is
+        # (re)initializing"): wait until every kind answers a list.
+        for doc in crds:
+            version = doc["spec"]["versions"][0]["name"]
+            objects.list_cluster_custom_object(doc["spec"]["group"], version, doc["spec"]["names"]["plural"])
+        return True
+
+    wait_for(served, 60, "the CRDs' objects to be listable")
     for name in names:
         ext.delete_custom_resource_definition(name)
     present = lambda: {c.metadata.name for c in ext.list_custom_resource_definition().items} & set(names)  # noqa: E731

@@ -142,27 +142,12 @@ def test_every_object_of_the_release_is_stored(release: Release) -> None:
 
 
 def namespace(rel: Release, name: str, labels: dict[str, str] | None = None) -> None:
-    core = kubernetes.client.CoreV1Api(rel.client())
-    core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
-    wait_for(lambda: core.read_namespaced_service_account("default", name), 60, f"service account in {name}")
+    operator_fixtures.create_namespace(rel.client(), name, labels)
 
 
 def deployment_pod(rel: Release, ns: str, name: str, annotations: dict[str, str]) -> dict[str, Any]:
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name, "team": "search"}, "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }
     client = rel.client()
-    kubernetes.client.AppsV1Api(client).create_namespaced_deployment(ns, body)
+    operator_fixtures.create_deployment(client, ns, name, annotations)
     core = kubernetes.client.CoreV1Api(client)
     pods = wait_for(
         lambda: core.list_namespaced_pod(ns, label_selector=f"app={name}").items, 60, f"{ns}/{name}"

@@ -259,3 +259,29 @@ def start_operator(cp: ControlPlane, name: str, *extra: str) -> OperatorProcess:
         op.stop()
         raise
     return op
+
+
+def create_namespace(client: Any, name: str, labels: dict[str, str] | None = None) -> str:
+    """A namespace, once its default ServiceAccount exists (the controller-manager makes it)."""
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+    wait_for(lambda: core.read_namespaced_service_account("default", name), 60, f"service account in {name}")
+    return name
+
+
+def create_deployment(client: Any, ns: str, name: str, annotations: dict[str, str]) -> None:
+    """A one-replica Deployment whose pod template carries ``annotations`` and a ``team`` label."""
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "team": "search"}, "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+            },
+        },
+    }
+    kubernetes.client.AppsV1Api(client).create_namespaced_deployment(ns, body)

@@ -10,7 +10,14 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from conftest import ControlPlane, OperatorProcess, start_operator, wait_for
+from conftest import (
+    ControlPlane,
+    OperatorProcess,
+    create_deployment,
+    create_namespace,
+    start_operator,
+    wait_for,
+)
 from spendmeter_operator import mutation, options
 
 pytestmark = pytest.mark.controlplane
@@ -25,27 +32,11 @@ def operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
 
 
 def namespace(cp: ControlPlane, name: str, labels: dict[str, str] | None = None) -> str:
-    core = kubernetes.client.CoreV1Api(cp.client())
-    core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
-    wait_for(lambda: core.read_namespaced_service_account("default", name), 60, f"service account in {name}")
-    return name
+    return create_namespace(cp.client(), name, labels)
 
 
 def deployment(cp: ControlPlane, ns: str, name: str, annotations: dict[str, str]) -> None:
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name, "team": "search"}, "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }
-    kubernetes.client.AppsV1Api(cp.client()).create_namespaced_deployment(ns, body)
+    create_deployment(cp.client(), ns, name, annotations)
 
 
 def pod_of(cp: ControlPlane, ns: str, app: str) -> dict[str, Any]:

@@ -146,18 +146,12 @@ def namespace(rel: Release, name: str, labels: dict[str, str] | None = None) -> 
 
 
 def deployment_pod(rel: Release, ns: str, name: str, annotations: dict[str, str]) -> dict[str, Any]:
-    client = rel.client()
-    operator_fixtures.create_deployment(client, ns, name, annotations)
-    core = kubernetes.client.CoreV1Api(client)
-    pods = wait_for(
-        lambda: core.list_namespaced_pod(ns, label_selector=f"app={name}").items, 60, f"{ns}/{name}"
-    )
-    result: dict[str, Any] = client.sanitize_for_serialization(pods[0])
-    return result
+    operator_fixtures.create_deployment(rel.client(), ns, name, annotations)
+    pod: dict[str, Any] = operator_fixtures.pod_of(rel.client(), ns, name)
+    return pod
 
 
-def env_of(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value") for e in container.get("env") or ()}
+env_of = operator_fixtures.env_of  # type: ignore[attr-defined]
 
 
 def test_an_annotated_deployments_pod_comes_out_injected(release: Release, chart_operator: Any) -> None:

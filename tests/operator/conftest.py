@@ -285,3 +285,17 @@ def create_deployment(client: Any, ns: str, name: str, annotations: dict[str, st
         },
     }
     kubernetes.client.AppsV1Api(client).create_namespaced_deployment(ns, body)
+
+
+def pod_of(client: Any, ns: str, app: str) -> dict[str, Any]:
+    """The stored pod of the Deployment ``app`` (once the controller-manager has made it), as a dict."""
+    core = kubernetes.client.CoreV1Api(client)
+    pods = wait_for(
+        lambda: core.list_namespaced_pod(ns, label_selector=f"app={app}").items, 60, f"a pod of {ns}/{app}"
+    )
+    result: dict[str, Any] = client.sanitize_for_serialization(pods[0])
+    return result
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container.get("env") or ()}

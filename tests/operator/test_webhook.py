@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import kubernetes
 import pytest
@@ -15,6 +14,8 @@ from conftest import (
     OperatorProcess,
     create_deployment,
     create_namespace,
+    env_of,
+    pod_of,
     start_operator,
     wait_for,
 )
@@ -39,26 +40,12 @@ def deployment(cp: ControlPlane, ns: str, name: str, annotations: dict[str, str]
     create_deployment(cp.client(), ns, name, annotations)
 
 
-def pod_of(cp: ControlPlane, ns: str, app: str) -> dict[str, Any]:
-    client = cp.client()
-    core = kubernetes.client.CoreV1Api(client)
-    pods = wait_for(
-        lambda: core.list_namespaced_pod(ns, label_selector=f"app={app}").items, 60, f"a pod of {ns}/{app}"
-    )
-    result: dict[str, Any] = client.sanitize_for_serialization(pods[0])
-    return result
-
-
-def env_of(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value") for e in container.get("env") or ()}
-
-
 def test_a_deployments_pod_is_injected_with_the_deployment_as_workload(
     control_plane: ControlPlane, operator: OperatorProcess
 ) -> None:
     ns = namespace(control_plane, "shop")
     deployment(control_plane, ns, "chat-api", {options.INJECT: "true"})
-    pod = pod_of(control_plane, ns, "chat-api")
+    pod = pod_of(control_plane.client(), ns, "chat-api")
     assert pod["metadata"]["annotations"][options.STATUS] == options.STATUS_INJECTED
     init = {c["name"]: c for c in pod["spec"]["initContainers"]}
     assert list(init) == [mutation.INIT_CONTAINER, mutation.PROXY_CONTAINER]
@@ -76,7 +63,7 @@ def test_a_deployments_pod_is_injected_with_the_deployment_as_workload(
 def test_a_pod_that_opts_out_is_left_alone(control_plane: ControlPlane, operator: OperatorProcess) -> None:
     ns = namespace(control_plane, "opted-out", {options.INJECT: "enabled"})
     deployment(control_plane, ns, "batch", {options.INJECT: "false"})
-    pod = pod_of(control_plane, ns, "batch")
+    pod = pod_of(control_plane.client(), ns, "batch")
     assert options.STATUS not in (pod["metadata"].get("annotations") or {})
     assert not pod["spec"].get("initContainers")
 
@@ -86,7 +73,7 @@ def test_a_labelled_namespace_injects_pods_without_annotation(
 ) -> None:
     ns = namespace(control_plane, "labelled", {options.INJECT: "enabled"})
     deployment(control_plane, ns, "worker", {})
-    pod = pod_of(control_plane, ns, "worker")
+    pod = pod_of(control_plane.client(), ns, "worker")
     assert pod["metadata"]["annotations"][options.STATUS] == options.STATUS_INJECTED
 
 
@@ -95,7 +82,9 @@ def test_a_namespace_labelled_later_injects_the_pods_created_after(
 ) -> None:
     ns = namespace(control_plane, "labelled-later")
     deployment(control_plane, ns, "before", {})
-    assert options.STATUS not in (pod_of(control_plane, ns, "before")["metadata"].get("annotations") or {})
+    assert options.STATUS not in (
+        pod_of(control_plane.client(), ns, "before")["metadata"].get("annotations") or {}
+    )
     core = kubernetes.client.CoreV1Api(control_plane.client())
     core.patch_namespace(ns, {"metadata": {"labels": {options.INJECT: "enabled"}}})
 
@@ -116,7 +105,7 @@ def test_the_operators_own_namespace_is_never_injected(
 ) -> None:
     ns = namespace(control_plane, "spendmeter-system", {options.INJECT: "enabled"})
     deployment(control_plane, ns, "itself", {options.INJECT: "true"})
-    pod = pod_of(control_plane, ns, "itself")
+    pod = pod_of(control_plane.client(), ns, "itself")
     assert not pod["spec"].get("initContainers")
 
 
@@ -155,5 +144,5 @@ def test_pods_are_created_when_the_operator_is_down(control_plane: ControlPlane)
     )  # the API server calls a stopped operator
     ns = namespace(control_plane, "operator-down")
     deployment(control_plane, ns, "resilient", {options.INJECT: "true"})
-    pod = pod_of(control_plane, ns, "resilient")
+    pod = pod_of(control_plane.client(), ns, "resilient")
     assert options.STATUS not in (pod["metadata"].get("annotations") or {})
